@@ -172,7 +172,10 @@ mod tests {
         let (sps, pps) = h264::parameter_sets(&h264[0].data);
         assert!(sps.is_some() && pps.is_some());
         assert_eq!(h264::sps_dimensions(sps.unwrap()), Some((640, 480)));
-        assert!(h264.iter().all(|f| h264::nal_units(&f.data).all(|n| h264::nal_type(n) != Some(9))));
+        assert!(
+            h264.iter()
+                .all(|f| h264::nal_units(&f.data).all(|n| h264::nal_type(n) != Some(9)))
+        );
 
         let opus = ogg_opus(&fixture("opus_48k_stereo_4s.ogg")).unwrap();
         assert!((199..=201).contains(&opus.len()), "{}", opus.len());
@@ -181,13 +184,17 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        let cases: Vec<(&[u8], fn(&[u8]) -> bool)> = vec![
+        type Check = fn(&[u8]) -> bool;
+        let cases: Vec<(&[u8], Check)> = vec![
             (b"", |d| ivf_vp8(d) == Err(ElementaryError::NotIvf)),
-            (b"DKIF\0\0\x20\0VP90\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", |d| {
-                matches!(ivf_vp8(d), Err(ElementaryError::NotVp8(_)))
-            }),
+            (
+                b"DKIF\0\0\x20\0VP90\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
+                |d| matches!(ivf_vp8(d), Err(ElementaryError::NotVp8(_))),
+            ),
             (b"OggS", |d| ogg_opus(d) == Err(ElementaryError::NotOgg)),
-            (b"\0\0\0\x01\x67", |d| annexb_h264(d, 30) == Err(ElementaryError::NoAccessUnits)),
+            (b"\0\0\0\x01\x67", |d| {
+                annexb_h264(d, 30) == Err(ElementaryError::NoAccessUnits)
+            }),
         ];
         for (input, ok) in cases {
             assert!(ok(input), "{input:?}");
