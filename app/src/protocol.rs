@@ -1,0 +1,439 @@
+//! The `/ws` signaling protocol and the API's data types, shared by the server and the browser.
+//!
+//! Wire format (kept from the original Go/Pion demo): every message is a JSON object
+//! `{"op": OP, "data": ...}`. Offers and answers travel as base64 of the JSON session
+//! description (`{"type":"offer","sdp":"..."}`).
+//!
+//! Client to server: `RECORD` (data = offer), `PLAY` (data = offer; optional top-level
+//! `"loop": bool` and `"recording": id | [ids]`), `STOP`.
+//! Server to client: `ANSWER` (data = answer), `ERROR` (data = human readable text),
+//! `RECORDING` (data = [`RecordingMeta`] of the clip just finished), `NOWPLAYING`
+//! (data = [`NowPlaying`]), `SKIPPED` (data = [`Skipped`]), `STATE` (data = [`SessionState`]).
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::{Deserialize, Serialize};
+
+/// Largest websocket message the server accepts, in bytes.
+pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+
+/// The message shown when PLAY finds nothing to play (the seed's wording).
+pub const NO_RECORDINGS: &str =
+    "There are no recorded videos to playback. Please record a video first.";
+
+/// A session description as browsers serialize `RTCSessionDescription`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionDescription {
+    #[serde(rename = "type")]
+    pub kind: SdpKind,
+    pub sdp: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SdpKind {
+    Offer,
+    Answer,
+    Pranswer,
+    Rollback,
+}
+
+impl SessionDescription {
+    /// base64(JSON), the seed's encoding on the wire.
+    pub fn encode(&self) -> String {
+        // Serializing two strings cannot fail.
+        B64.encode(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    /// Decodes base64(JSON) and checks the SDP looks like one.
+    pub fn decode(data: &str) -> Result<Self, ProtocolError> {
+        let bytes = B64
+            .decode(data.trim())
+            .map_err(|_| ProtocolError::NotBase64)?;
+        let desc: SessionDescription = serde_json::from_slice(&bytes)
+            .map_err(|e| ProtocolError::NotSessionDescription(e.to_string()))?;
+        if !desc.sdp.trim_start().starts_with("v=0") {
+            return Err(ProtocolError::BadSdp("it does not start with v=0".into()));
+        }
+        Ok(desc)
+    }
+}
+
+/// Which recordings a PLAY asks for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RecordingSelection {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl RecordingSelection {
+    pub fn ids(&self) -> Vec<String> {
+        match self {
+            RecordingSelection::One(id) => vec![id.clone()],
+            RecordingSelection::Many(ids) => ids.clone(),
+        }
+    }
+}
+
+/// A message as it arrives from the client, before validation.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RawClientMessage {
+    pub op: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+    #[serde(default, rename = "loop", skip_serializing_if = "Option::is_none")]
+    pub looping: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording: Option<RecordingSelection>,
+}
+
+/// A validated client request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientMessage {
+    Record {
+        offer: SessionDescription,
+    },
+    Play {
+        offer: SessionDescription,
+        looping: bool,
+        recordings: Option<Vec<String>>,
+    },
+    Stop,
+}
+
+/// Why a client message was refused; the `Display` text is what the client sees in `ERROR`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("message is larger than {max} bytes", max = MAX_MESSAGE_BYTES)]
+    TooLarge,
+    #[error("message is not valid JSON of the form {{\"op\": ..., \"data\": ...}}: {0}")]
+    NotJson(String),
+    #[error("unknown op {0:?}: expected RECORD, PLAY or STOP")]
+    UnknownOp(String),
+    #[error("{0} needs a \"data\" field with the base64 session description")]
+    MissingData(&'static str),
+    #[error("data is not valid base64")]
+    NotBase64,
+    #[error("data is not a JSON session description: {0}")]
+    NotSessionDescription(String),
+    #[error("the session description must be an offer")]
+    NotAnOffer,
+    #[error("the offer's SDP is not valid: {0}")]
+    BadSdp(String),
+}
+
+impl ClientMessage {
+    /// Parses and validates one text message from the websocket.
+    pub fn parse(text: &str) -> Result<Self, ProtocolError> {
+        if text.len() > MAX_MESSAGE_BYTES {
+            return Err(ProtocolError::TooLarge);
+        }
+        let raw: RawClientMessage =
+            serde_json::from_str(text).map_err(|e| ProtocolError::NotJson(e.to_string()))?;
+        let offer = |op: &'static str| -> Result<SessionDescription, ProtocolError> {
+            let data = match &raw.data {
+                Some(serde_json::Value::String(s)) if !s.is_empty() => s,
+                _ => return Err(ProtocolError::MissingData(op)),
+            };
+            let desc = SessionDescription::decode(data)?;
+            if desc.kind != SdpKind::Offer {
+                return Err(ProtocolError::NotAnOffer);
+            }
+            Ok(desc)
+        };
+        match raw.op.to_ascii_uppercase().as_str() {
+            "RECORD" => Ok(ClientMessage::Record {
+                offer: offer("RECORD")?,
+            }),
+            "PLAY" => Ok(ClientMessage::Play {
+                offer: offer("PLAY")?,
+                looping: raw.looping.unwrap_or(true),
+                recordings: raw.recording.as_ref().map(RecordingSelection::ids),
+            }),
+            "STOP" => Ok(ClientMessage::Stop),
+            _ => Err(ProtocolError::UnknownOp(raw.op.clone())),
+        }
+    }
+
+    /// The JSON text a client sends for this request.
+    pub fn to_json(&self) -> String {
+        let raw = match self {
+            ClientMessage::Record { offer } => RawClientMessage {
+                op: "RECORD".into(),
+                data: Some(serde_json::Value::String(offer.encode())),
+                ..Default::default()
+            },
+            ClientMessage::Play {
+                offer,
+                looping,
+                recordings,
+            } => RawClientMessage {
+                op: "PLAY".into(),
+                data: Some(serde_json::Value::String(offer.encode())),
+                looping: Some(*looping),
+                recording: recordings.clone().map(RecordingSelection::Many),
+            },
+            ClientMessage::Stop => RawClientMessage {
+                op: "STOP".into(),
+                ..Default::default()
+            },
+        };
+        serde_json::to_string(&raw).unwrap_or_default()
+    }
+}
+
+/// Messages from the server.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", content = "data", rename_all = "UPPERCASE")]
+pub enum ServerMessage {
+    /// base64(JSON answer)
+    Answer(String),
+    Error(String),
+    Recording(RecordingMeta),
+    #[serde(rename = "NOWPLAYING")]
+    NowPlaying(NowPlaying),
+    Skipped(Skipped),
+    State(SessionState),
+}
+
+impl ServerMessage {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// Lifecycle of a stored recording.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordingState {
+    /// Being written right now.
+    Recording,
+    /// Finished cleanly.
+    Complete,
+    /// Found unfinished after a crash and repaired at startup.
+    Recovered,
+    /// Could not be written or repaired; kept for inspection, not played.
+    Failed,
+}
+
+/// Metadata of one recording, as listed by `/api/recordings` and sent in `RECORDING`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RecordingMeta {
+    /// Time-sortable id (creation time in ms, then a random suffix).
+    pub id: String,
+    pub name: String,
+    /// Creation time, RFC 3339 UTC.
+    pub created: String,
+    pub duration_ms: u64,
+    /// "h264" or "vp8"; None when the recording has no video.
+    pub video_codec: Option<String>,
+    pub width: u32,
+    pub height: u32,
+    pub video_frames: u64,
+    pub audio: bool,
+    pub audio_frames: u64,
+    pub bytes: u64,
+    pub state: RecordingState,
+    /// "webm" or "mp4".
+    pub container: String,
+    /// Why the recording ended early, if it did (disk full, limit reached...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl RecordingMeta {
+    /// Whether the recording can be played back.
+    pub fn playable(&self) -> bool {
+        matches!(
+            self.state,
+            RecordingState::Complete | RecordingState::Recovered
+        ) && self.duration_ms > 0
+    }
+
+    /// MIME type of the media file.
+    pub fn mime_type(&self) -> &'static str {
+        if self.container == "mp4" {
+            "video/mp4"
+        } else {
+            "video/webm"
+        }
+    }
+}
+
+/// Sent when a clip starts playing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NowPlaying {
+    pub id: String,
+    pub name: String,
+    /// 0-based position in this pass over the playlist.
+    pub index: usize,
+    pub count: usize,
+}
+
+/// Sent when a clip is skipped (viewer lacks its codec, deleted, unreadable).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Skipped {
+    pub id: String,
+    pub reason: String,
+}
+
+/// Progress of a session, sent about once a second.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SessionState {
+    /// "connecting", "connected", "recording", "playing", "finished"
+    pub phase: String,
+    pub elapsed_ms: u64,
+    pub bytes: u64,
+    pub frames: u64,
+}
+
+/// Body of `PATCH /api/recordings/{id}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rename {
+    pub name: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offer_b64() -> String {
+        SessionDescription {
+            kind: SdpKind::Offer,
+            sdp: "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n".into(),
+        }
+        .encode()
+    }
+
+    #[test]
+    fn parses_seed_messages_and_rejects_bad_ones() {
+        let offer = offer_b64();
+        let answer = SessionDescription {
+            kind: SdpKind::Answer,
+            sdp: "v=0\r\n".into(),
+        }
+        .encode();
+        let not_sdp = B64.encode(br#"{"type":"offer","sdp":"hello"}"#);
+        let cases: Vec<(String, Result<&str, ProtocolError>)> = vec![
+            (
+                format!(r#"{{"op":"RECORD","data":"{offer}"}}"#),
+                Ok("record"),
+            ),
+            (
+                format!(r#"{{"op":"PLAY","data":"{offer}"}}"#),
+                Ok("play-loop"),
+            ),
+            (
+                format!(r#"{{"op":"PLAY","data":"{offer}","loop":false,"recording":"a"}}"#),
+                Ok("play-once-a"),
+            ),
+            (r#"{"op":"STOP"}"#.into(), Ok("stop")),
+            (
+                "not json".into(),
+                Err(ProtocolError::NotJson(String::new())),
+            ),
+            (
+                r#"{"op":"DANCE"}"#.into(),
+                Err(ProtocolError::UnknownOp("DANCE".into())),
+            ),
+            (
+                r#"{"op":"RECORD"}"#.into(),
+                Err(ProtocolError::MissingData("RECORD")),
+            ),
+            (
+                r#"{"op":"RECORD","data":"%%%"}"#.into(),
+                Err(ProtocolError::NotBase64),
+            ),
+            (
+                format!(r#"{{"op":"RECORD","data":"{}"}}"#, B64.encode("[1]")),
+                Err(ProtocolError::NotSessionDescription(String::new())),
+            ),
+            (
+                format!(r#"{{"op":"RECORD","data":"{answer}"}}"#),
+                Err(ProtocolError::NotAnOffer),
+            ),
+            (
+                format!(r#"{{"op":"RECORD","data":"{not_sdp}"}}"#),
+                Err(ProtocolError::BadSdp(String::new())),
+            ),
+            (
+                format!(
+                    r#"{{"op":"STOP","data":"{}"}}"#,
+                    "x".repeat(MAX_MESSAGE_BYTES)
+                ),
+                Err(ProtocolError::TooLarge),
+            ),
+        ];
+        for (text, want) in cases {
+            let got = ClientMessage::parse(&text);
+            match (got, want) {
+                (Ok(ClientMessage::Record { .. }), Ok("record")) => {}
+                (
+                    Ok(ClientMessage::Play {
+                        looping: true,
+                        recordings: None,
+                        ..
+                    }),
+                    Ok("play-loop"),
+                ) => {}
+                (
+                    Ok(ClientMessage::Play {
+                        looping: false,
+                        recordings: Some(r),
+                        ..
+                    }),
+                    Ok("play-once-a"),
+                ) if r == ["a"] => {}
+                (Ok(ClientMessage::Stop), Ok("stop")) => {}
+                (Err(e), Err(w)) => assert_eq!(
+                    std::mem::discriminant(&e),
+                    std::mem::discriminant(&w),
+                    "{text:.80}: got {e}"
+                ),
+                (got, want) => panic!("{text:.80}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn client_messages_round_trip() {
+        let offer = SessionDescription::decode(&offer_b64()).unwrap();
+        for msg in [
+            ClientMessage::Record {
+                offer: offer.clone(),
+            },
+            ClientMessage::Play {
+                offer: offer.clone(),
+                looping: false,
+                recordings: Some(vec!["x".into(), "y".into()]),
+            },
+            ClientMessage::Stop,
+        ] {
+            assert_eq!(ClientMessage::parse(&msg.to_json()).unwrap(), msg);
+        }
+    }
+
+    #[test]
+    fn server_messages_use_the_seed_shape() {
+        assert_eq!(
+            ServerMessage::Answer("QQ==".into()).to_json(),
+            r#"{"op":"ANSWER","data":"QQ=="}"#
+        );
+        assert_eq!(
+            ServerMessage::Error("boom".into()).to_json(),
+            r#"{"op":"ERROR","data":"boom"}"#
+        );
+        let np = ServerMessage::NowPlaying(NowPlaying {
+            id: "i".into(),
+            name: "n".into(),
+            index: 1,
+            count: 2,
+        });
+        assert!(
+            np.to_json()
+                .starts_with(r#"{"op":"NOWPLAYING","data":{"id":"i""#)
+        );
+        let back: ServerMessage = serde_json::from_str(&np.to_json()).unwrap();
+        assert_eq!(back, np);
+    }
+}

@@ -1,0 +1,39 @@
+//! Server functions the pages call. They run on the server over the same recording store as
+//! the JSON API; the server provides it as an `Arc<dyn Library>` context.
+use crate::protocol::RecordingMeta;
+use leptos::prelude::*;
+
+/// What the server functions need from the recording store (provided by the server).
+#[cfg(feature = "ssr")]
+pub trait Library: Send + Sync + 'static {
+    /// Every recording, oldest first.
+    fn list(&self) -> Vec<RecordingMeta>;
+    /// Renames a recording; the error text is shown to the user.
+    fn rename(&self, id: &str, name: &str) -> Result<RecordingMeta, String>;
+    /// Deletes a recording; the error text is shown to the user.
+    fn delete(&self, id: &str) -> Result<(), String>;
+}
+
+#[cfg(feature = "ssr")]
+fn library() -> Result<std::sync::Arc<dyn Library>, ServerFnError> {
+    use_context::<std::sync::Arc<dyn Library>>()
+        .ok_or_else(|| ServerFnError::new("the recording store is not available"))
+}
+
+/// Lists every recording, oldest first.
+#[server]
+pub async fn list_recordings() -> Result<Vec<RecordingMeta>, ServerFnError> {
+    Ok(library()?.list())
+}
+
+/// Renames a recording.
+#[server]
+pub async fn rename_recording(id: String, name: String) -> Result<RecordingMeta, ServerFnError> {
+    library()?.rename(&id, &name).map_err(ServerFnError::new)
+}
+
+/// Deletes a recording.
+#[server]
+pub async fn delete_recording(id: String) -> Result<(), ServerFnError> {
+    library()?.delete(&id).map_err(ServerFnError::new)
+}

@@ -1,0 +1,83 @@
+//! `/api/recordings`: a JSON API over the store for scripts and other services.
+use axum::Json;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use tower::ServiceExt;
+
+use crate::AppState;
+use crate::error::ApiError;
+use app::protocol::{RecordingMeta, Rename};
+
+pub async fn list(State(state): State<AppState>) -> Json<Vec<RecordingMeta>> {
+    Json(state.store.list())
+}
+
+pub async fn get_one(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<RecordingMeta>, ApiError> {
+    Ok(Json(state.store.get(&id)?))
+}
+
+pub async fn rename(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Json<Rename>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<RecordingMeta>, ApiError> {
+    let Json(body) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let store = state.store.clone();
+    let meta = tokio::task::spawn_blocking(move || store.rename(&id, &body.name))
+        .await
+        .map_err(|e| ApiError::BadRequest(e.to_string()))??;
+    let _ = state.changes.send(());
+    Ok(Json(meta))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || store.delete(&id))
+        .await
+        .map_err(|e| ApiError::BadRequest(e.to_string()))??;
+    let _ = state.changes.send(());
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// The media file, with its MIME type, Range and conditional requests (tower-http's ServeFile).
+pub async fn file(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let (meta, path) = state.store.media_path(&id)?;
+    // ServeFile answers Range and conditional requests; the MIME type follows the extension
+    // (video/webm, video/mp4).
+    let res = tower_http::services::ServeFile::new(path)
+        .oneshot(req)
+        .await
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    if res.status() == axum::http::StatusCode::NOT_FOUND {
+        return Err(crate::store::StoreError::NotFound(id).into());
+    }
+    let mut res = res.into_response();
+    let filename = format!("{}.{}", sanitize(&meta.name), meta.container);
+    if let Ok(v) = HeaderValue::from_str(&format!("inline; filename=\"{filename}\"")) {
+        res.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(res)
+}
+
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || " -_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,23 @@
+//! Thin HTTP handlers: health, the JSON API, the websocket.
+pub mod api;
+pub mod ws;
+
+use crate::AppState;
+use axum::Router;
+use axum::routing::get;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/ws", get(ws::upgrade))
+        .route("/api/recordings", get(api::list))
+        .route(
+            "/api/recordings/{id}",
+            get(api::get_one).patch(api::rename).delete(api::delete),
+        )
+        .route("/api/recordings/{id}/file", get(api::file))
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}

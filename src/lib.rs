@@ -1,0 +1,157 @@
+//! pion-the-sky's server: HTTP (pages, JSON API, websocket signaling), WebRTC sessions that
+//! record to and play from a [`store::RecordingStore`].
+//!
+//! `serve` takes an already bound listener so tests start a real server on `127.0.0.1:0`.
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod rtc;
+pub mod session;
+pub mod store;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use leptos::prelude::*;
+use leptos_axum::{LeptosRoutes, generate_route_list};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::config::Config;
+use crate::store::RecordingStore;
+
+/// What every handler and session shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn RecordingStore>,
+    pub rtc: rtc::Rtc,
+    /// One permit per running WebRTC session (`--max-sessions`).
+    pub sessions: Arc<Semaphore>,
+    pub leptos: LeptosOptions,
+    /// Tells every open page that the recordings changed (finished, renamed, deleted).
+    pub changes: tokio::sync::broadcast::Sender<()>,
+    /// Cancelled when the server stops: sessions finalize their recordings and end.
+    pub shutdown: tokio_util::sync::CancellationToken,
+}
+
+impl axum::extract::FromRef<AppState> for LeptosOptions {
+    fn from_ref(state: &AppState) -> Self {
+        state.leptos.clone()
+    }
+}
+
+/// Lets the Leptos server functions use the store.
+struct Library(Arc<dyn RecordingStore>, tokio::sync::broadcast::Sender<()>);
+
+impl app::server_fns::Library for Library {
+    fn list(&self) -> Vec<app::protocol::RecordingMeta> {
+        self.0.list()
+    }
+    fn rename(&self, id: &str, name: &str) -> Result<app::protocol::RecordingMeta, String> {
+        let r = self.0.rename(id, name).map_err(|e| e.to_string());
+        let _ = self.1.send(());
+        r
+    }
+    fn delete(&self, id: &str) -> Result<(), String> {
+        let r = self.0.delete(id).map_err(|e| e.to_string());
+        let _ = self.1.send(());
+        r
+    }
+}
+
+/// Finds the built site (wasm, js, css, assets).
+pub fn site_root(config: &Config) -> PathBuf {
+    if let Some(root) = &config.site_root {
+        return root.clone();
+    }
+    if let Ok(root) = std::env::var("LEPTOS_SITE_ROOT") {
+        return PathBuf::from(root);
+    }
+    // target/release/pion-the-sky -> target/site
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent()?.parent().map(|p| p.join("site")))
+        && dir.join("pkg").is_dir()
+    {
+        return dir;
+    }
+    PathBuf::from("target/site")
+}
+
+/// Leptos options for a server whose site files are in `site_root`.
+pub fn leptos_options(site_root: &std::path::Path, addr: std::net::SocketAddr) -> LeptosOptions {
+    LeptosOptions::builder()
+        .output_name("pion_the_sky")
+        .site_root(site_root.to_string_lossy().into_owned())
+        .site_pkg_dir("pkg")
+        .site_addr(addr)
+        .build()
+}
+
+impl AppState {
+    /// Builds the state from configuration: opens (and repairs) the store, sets up WebRTC.
+    pub fn new(config: Config, leptos: LeptosOptions) -> anyhow_like::Result<AppState> {
+        let store = store::fs::FsStore::open(&config.data_dir)?;
+        let rtc = rtc::Rtc::new(rtc::RtcSettings {
+            ice_ips: config.ice_ip.clone(),
+            public_ips: config.public_ip.clone(),
+            udp_port: config.udp_port,
+            ice_servers: config.ice_server.clone(),
+        })?;
+        let (changes, _) = tokio::sync::broadcast::channel(16);
+        Ok(AppState {
+            sessions: Arc::new(Semaphore::new(config.max_sessions)),
+            config: Arc::new(config),
+            store: Arc::new(store),
+            rtc,
+            leptos,
+            changes,
+            shutdown: tokio_util::sync::CancellationToken::new(),
+        })
+    }
+}
+
+/// A boxed error for startup, printed as one line.
+pub mod anyhow_like {
+    pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+}
+
+/// The whole HTTP surface.
+pub fn router(state: AppState) -> Router {
+    let routes = generate_route_list(app::App);
+    let library: Arc<dyn app::server_fns::Library> =
+        Arc::new(Library(state.store.clone(), state.changes.clone()));
+    let leptos = state.leptos.clone();
+    Router::new()
+        .merge(http::routes())
+        .leptos_routes_with_context(
+            &state,
+            routes,
+            move || provide_context(library.clone()),
+            move || app::shell(leptos.clone()),
+        )
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(
+            app::shell,
+        ))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves.
+pub async fn serve(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let token = state.shutdown.clone();
+    let app = router(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            // Sessions see this, finalize their files and close their websockets.
+            token.cancel();
+        })
+        .await
+}

@@ -1,0 +1,71 @@
+use std::net::SocketAddr;
+
+use pion_the_sky::config::Config;
+use pion_the_sky::{AppState, leptos_options, serve, site_root};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() {
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            if e.exit_code == 0 {
+                print!("{}", e.message);
+            } else {
+                eprintln!("{}", e.message);
+            }
+            std::process::exit(e.exit_code);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("info,webrtc=warn,rtc=warn,tower_http=info")),
+        )
+        .init();
+
+    let addr = SocketAddr::new(config.bind, config.port);
+    let root = site_root(&config);
+    if !root.join("pkg").is_dir() {
+        tracing::warn!(site_root = %root.display(), "site files not found: build with `cargo leptos build --release` or pass --site-root");
+    }
+    let leptos = leptos_options(&root, addr);
+    let state = match AppState::new(config, leptos) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: cannot listen on {addr}: {e}");
+            std::process::exit(1);
+        }
+    };
+    tracing::info!(
+        "pion-the-sky listening on http://{addr} (video codec {:?}, recordings in {})",
+        state.config.vcodec,
+        state.config.data_dir.display()
+    );
+    let shutdown = async {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let term = async {
+            if let Ok(mut s) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            {
+                s.recv().await;
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+        tracing::info!("shutting down");
+    };
+    if let Err(e) = serve(state, listener, shutdown).await {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,362 @@
+//! WebRTC for the server: the one module that imports `webrtc` / `rtc` (webrtc-rs 0.21).
+//!
+//! Everything else sees plain types. A session calls [`Rtc::accept_recorder`] or
+//! [`Rtc::accept_viewer`] with the browser's offer and gets back a peer handle, the answer to
+//! send, and a channel of [`PeerEvent`]s that only that session owns. The library's callbacks
+//! (the connection event handler, the remote-track polling tasks, an RTCP interceptor) do
+//! nothing but translate and forward into that channel.
+//!
+//! Negotiation:
+//! - Payload types are never assumed: each peer registers its codecs with the payload types the
+//!   offer used, so the answer mirrors the offer (VP8 at 120 is answered as 120).
+//! - Recorder: recvonly Opus (48000/2, `minptime=10;useinbandfec=1`) + the server's video
+//!   codec. H264 is accepted in packetization-mode 1 with a (constrained) baseline profile;
+//!   `42e01f`-style constrained baseline is preferred and the answer repeats the offer's fmtp
+//!   (`profile-level-id=42e01f;level-asymmetry-allowed=1;packetization-mode=1` for browsers
+//!   that offer it — iOS Safari needs exactly that).
+//! - Viewer: sendonly audio + video; H264 and VP8 are both negotiated on the one video m-line
+//!   when offered, so the payload type may switch at clip boundaries.
+//! - RTCP feedback: `nack`, `nack pli`, `ccm fir`, `transport-cc` (receive side). NACK
+//!   responder/generator, sender/receiver reports and TWCC feedback come from the library's
+//!   default interceptors. No RTX/RED/FEC: retransmissions use the original SSRC and PT.
+//!
+//! Sending raw RTP ([`ViewerPeer::send`]): packets go through the library's pass-through
+//! track (`TrackLocalStaticRTP`), so sequence numbers, timestamps, SSRC, payload type and
+//! marker are exactly ours. The library rewrites nothing in the header; its interceptors may
+//! *add* header extensions (TWCC sequence numbers if negotiated for sending). It silently drops
+//! packets whose SSRC is not the track's ([`ViewerPeer::ssrc`]) or whose payload type is not
+//! negotiated, so `send` checks both and returns an error instead.
+//!
+//! Teardown: `close()` stops the connection's driver task (sockets closed), ends every track
+//! stream (the forwarding tasks return) and the library frees its state; the event channel
+//! then reports `None` once the handle is dropped. webrtc#906 (a transceiver reference cycle)
+//! is fixed in 0.21.1 (weak back-references); what remains is that a `PeerConnection`
+//! dropped without `close()` keeps its driver task running, so our handles close on drop.
+//! [`Rtc::stats`] counts live connections and forwarding tasks.
+pub mod client;
+mod peer;
+mod sdp;
+#[cfg(test)]
+mod tests;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use app::protocol::{SdpKind, SessionDescription};
+use media::rtp::RtpPacket;
+use media::{Codec, MediaKind};
+use tokio::sync::mpsc;
+use webrtc::peer_connection::RTCSessionDescription;
+
+use peer::{Core, Net, Outgoing, lib};
+
+pub use peer::{EVENT_CHANNEL_CAPACITY, UDP_PORT_RANGE};
+
+/// Network settings, filled from the command line.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RtcSettings {
+    /// Local IPs to gather host candidates on. Empty = every interface, including loopback
+    /// (127.0.0.1) so same-host browsers and tests work.
+    pub ice_ips: Vec<IpAddr>,
+    /// NAT 1:1: public IPs advertised in addition to each host candidate (same port).
+    pub public_ips: Vec<IpAddr>,
+    /// 0 = an ephemeral UDP port per peer. Otherwise the first port of a range of
+    /// [`UDP_PORT_RANGE`] ports, one per concurrent peer: webrtc-rs 0.21 has no UDP mux, so
+    /// peers cannot share a single port.
+    pub udp_port: u16,
+    /// STUN/TURN URLs (`stun:host:port`, `turn:user:password@host:port?transport=udp`).
+    pub ice_servers: Vec<String>,
+}
+
+/// Why a peer could not be created or used. The `Display` text is shown to the browser's user.
+#[derive(Debug, thiserror::Error)]
+pub enum RtcError {
+    #[error("the offer's SDP could not be parsed: {0}")]
+    BadSdp(String),
+    #[error("expected an SDP offer, got {0}")]
+    NotAnOffer(&'static str),
+    #[error("the offer has no media sections")]
+    NoMedia,
+    #[error("the offer has no video section")]
+    NoVideo,
+    #[error("the offer does not support {0} video, which this server records")]
+    VideoCodecNotOffered(&'static str),
+    #[error("the offer supports neither H264 nor VP8 video, which this server plays")]
+    NoPlayableVideo,
+    #[error("invalid WebRTC settings: {0}")]
+    Settings(String),
+    #[error("no free UDP port for a new connection in {first}-{last}")]
+    NoFreePort { first: u16, last: u16 },
+    #[error("the connection is closed")]
+    Closed,
+    #[error("this connection has no {0} track")]
+    NoTrack(&'static str),
+    #[error("payload type {pt} is not negotiated for {kind} on this connection")]
+    PayloadTypeNotNegotiated { pt: u8, kind: &'static str },
+    #[error("the {kind} packet has SSRC {got}, but this connection sends {want}")]
+    WrongSsrc {
+        kind: &'static str,
+        got: u32,
+        want: u32,
+    },
+    #[error("the connection did not come up in time")]
+    Timeout,
+    #[error("WebRTC error: {0}")]
+    Library(String),
+}
+
+/// What a peer reports to its session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerEvent {
+    /// Connection state changed.
+    State(PeerState),
+    /// Media started on a remote track (again when its SSRC or codec changes).
+    Track {
+        kind: MediaKind,
+        codec: Codec,
+        ssrc: u32,
+    },
+    /// One received RTP packet, as sent (padding removed), with when we received it.
+    Rtp {
+        kind: MediaKind,
+        packet: RtpPacket,
+        arrival: Instant,
+    },
+    /// An RTCP sender report from the remote: NTP time (64-bit fixed point) and the RTP
+    /// timestamp of the same instant.
+    SenderReport { kind: MediaKind, ntp: u64, rtp: u32 },
+    /// The remote asked for a keyframe (PLI or FIR) on our video.
+    KeyframeRequested,
+}
+
+/// Connection state as the sessions care about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerState {
+    Connecting,
+    Connected,
+    Disconnected,
+    Failed,
+    Closed,
+}
+
+/// Live-object counts (for metrics and leak checks).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RtcStats {
+    /// Peer connections whose library state still exists.
+    pub live_peers: usize,
+    /// Remote-track forwarding tasks still running.
+    pub live_tasks: usize,
+}
+
+/// Shared by all sessions; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Rtc {
+    net: Arc<Net>,
+}
+
+/// A recording browser's connection.
+pub struct RecorderPeer {
+    core: Core,
+}
+
+/// A viewing browser's connection.
+pub struct ViewerPeer {
+    core: Core,
+    out: Outgoing,
+}
+
+fn library_offer(offer: &SessionDescription) -> Result<RTCSessionDescription, RtcError> {
+    match offer.kind {
+        SdpKind::Offer => {}
+        SdpKind::Answer => return Err(RtcError::NotAnOffer("an answer")),
+        SdpKind::Pranswer => return Err(RtcError::NotAnOffer("a provisional answer")),
+        SdpKind::Rollback => return Err(RtcError::NotAnOffer("a rollback")),
+    }
+    RTCSessionDescription::offer(offer.sdp.clone()).map_err(|e| RtcError::BadSdp(e.to_string()))
+}
+
+impl Rtc {
+    /// Validates the settings. Nothing is bound until a peer is created.
+    pub fn new(settings: RtcSettings) -> Result<Rtc, RtcError> {
+        Ok(Rtc {
+            net: Arc::new(Net::new(
+                settings.ice_ips,
+                settings.public_ips,
+                settings.udp_port,
+                &settings.ice_servers,
+            )?),
+        })
+    }
+
+    /// Live peer connections and forwarding tasks of this `Rtc`.
+    pub fn stats(&self) -> RtcStats {
+        use std::sync::atomic::Ordering;
+        RtcStats {
+            live_peers: self.net.counters.peers.load(Ordering::SeqCst),
+            live_tasks: self.net.counters.tasks.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Recorder: answers with recvonly Opus audio + `video` (payload types from the offer),
+    /// NACK and RTCP reports on. The offer is validated before anything is allocated. Waits
+    /// for ICE gathering (non-trickle) and returns the answer.
+    pub async fn accept_recorder(
+        &self,
+        offer: &SessionDescription,
+        video: Codec,
+    ) -> Result<(RecorderPeer, SessionDescription, mpsc::Receiver<PeerEvent>), RtcError> {
+        let plan = sdp::plan_recorder(&offer.sdp, video)?;
+        let desc = library_offer(offer)?;
+        let (core, events) = Core::build(&self.net, &plan).await?;
+        let peer = RecorderPeer { core };
+        let answer = self.answer(&peer.core, desc, || async { Ok(()) }).await;
+        match answer {
+            Ok(sdp) => Ok((peer, answer_desc(sdp), events)),
+            Err(e) => {
+                peer.close().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Viewer: answers with sendonly audio + video. Every video codec we can send that the
+    /// viewer offered (H264 and/or VP8) is negotiated, so clips of either codec can be played
+    /// on the one video track. The tracks are bound before the answer is made, so packets can
+    /// be sent the moment DTLS is up ([`PeerState::Connected`]).
+    pub async fn accept_viewer(
+        &self,
+        offer: &SessionDescription,
+    ) -> Result<(ViewerPeer, SessionDescription, mpsc::Receiver<PeerEvent>), RtcError> {
+        let plan = sdp::plan_viewer(&offer.sdp)?;
+        let desc = library_offer(offer)?;
+        let (core, events) = Core::build(&self.net, &plan).await?;
+        let stream_id = format!("pion-the-sky-{:08x}", peer::random_u32());
+        let audio = plan.audio.as_ref().map(|choice| {
+            let ssrc = peer::random_u32();
+            (
+                peer::local_track(&stream_id, MediaKind::Audio, choice, ssrc),
+                ssrc,
+            )
+        });
+        let video_ssrc = peer::random_u32();
+        let video = Some((
+            peer::local_track(&stream_id, MediaKind::Video, &plan.video[0], video_ssrc),
+            video_ssrc,
+        ));
+        let mut out = Outgoing {
+            audio,
+            video,
+            payload_types: Vec::new(),
+        };
+        let tracks: Vec<_> = out
+            .audio
+            .iter()
+            .chain(out.video.iter())
+            .map(|(t, _)| t.clone())
+            .collect();
+        let pc = core.pc.clone();
+        // Tracks are added after the remote offer is applied: the transceivers the offer
+        // created already carry the offer's codec list (both video codecs), and `add_track`
+        // keeps that list instead of narrowing it to the track's one codec.
+        let add_tracks = move || async move {
+            for track in tracks {
+                pc.add_track(track).await.map_err(lib)?;
+            }
+            Ok(())
+        };
+        let answer = self.answer(&core, desc, add_tracks).await;
+        let result = answer.and_then(|sdp| {
+            let payload_types = sdp::negotiated(&sdp, &plan)?;
+            if !payload_types
+                .iter()
+                .any(|(c, _)| c.kind() == MediaKind::Video)
+            {
+                return Err(RtcError::NoPlayableVideo);
+            }
+            Ok((sdp, payload_types))
+        });
+        match result {
+            Ok((sdp, payload_types)) => {
+                out.payload_types = payload_types;
+                // Audio offered but not negotiated: no audio track to send on.
+                if !out.payload_types.iter().any(|(c, _)| *c == Codec::Opus) {
+                    out.audio = None;
+                }
+                Ok((ViewerPeer { core, out }, answer_desc(sdp), events))
+            }
+            Err(e) => {
+                core.close().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Applies the offer, runs `between` (adding tracks), answers, waits for gathering and
+    /// returns the answer SDP with NAT 1:1 addresses added.
+    async fn answer<F, Fut>(
+        &self,
+        core: &Core,
+        offer: RTCSessionDescription,
+        between: F,
+    ) -> Result<String, RtcError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<(), RtcError>>,
+    {
+        core.pc
+            .set_remote_description(offer)
+            .await
+            .map_err(|e| RtcError::BadSdp(e.to_string()))?;
+        between().await?;
+        let answer = core.pc.create_answer(None).await.map_err(lib)?;
+        core.pc.set_local_description(answer).await.map_err(lib)?;
+        let sdp = core.gathered_local_sdp().await?;
+        Ok(sdp::advertise_public_ips(&sdp, &self.net.public_ips))
+    }
+}
+
+fn answer_desc(sdp: String) -> SessionDescription {
+    SessionDescription {
+        kind: SdpKind::Answer,
+        sdp,
+    }
+}
+
+impl RecorderPeer {
+    /// Sends a PLI for the browser's video SSRC (nothing before video has arrived).
+    pub async fn request_keyframe(&self) {
+        self.core.request_keyframe().await;
+    }
+
+    /// Closes the connection and frees everything it holds. Idempotent.
+    pub async fn close(&self) {
+        self.core.close().await;
+    }
+}
+
+impl ViewerPeer {
+    /// Negotiated (codec, payload type) pairs: Opus if audio was negotiated, and every video
+    /// codec that can be sent on the video track.
+    pub fn payload_types(&self) -> Vec<(Codec, u8)> {
+        self.out.payload_types.clone()
+    }
+
+    /// The SSRC packets of `kind` must carry (chosen here, advertised in the answer).
+    /// 0 if the viewer has no such track (no audio negotiated).
+    pub fn ssrc(&self, kind: MediaKind) -> u32 {
+        self.out.ssrc(kind)
+    }
+
+    /// Sends one already-built RTP packet (our sequence number, timestamp, PT, marker).
+    /// Fails if the payload type is not negotiated for `kind`, if the SSRC is not
+    /// [`ssrc`](Self::ssrc)`(kind)`, or once the connection is closed.
+    pub async fn send(&self, kind: MediaKind, packet: &RtpPacket) -> Result<(), RtcError> {
+        self.out.send(&self.core, kind, packet).await
+    }
+
+    /// Closes the connection and frees everything it holds. Idempotent.
+    pub async fn close(&self) {
+        self.core.close().await;
+    }
+}

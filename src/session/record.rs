@@ -1,0 +1,300 @@
+//! A recording session: RTP from the browser -> frames -> container file in the store.
+use std::time::{Duration, Instant};
+
+use app::protocol::{
+    RecordingMeta, RecordingState, ServerMessage, SessionDescription, SessionState,
+};
+use media::container::{ContainerKind, Recorder, RecorderConfig};
+use media::depack::Depacketizer;
+use media::timeline::Timeline;
+use media::{Codec, Frame, MediaKind};
+use tokio::sync::{mpsc, watch};
+
+use crate::AppState;
+use crate::rtc::{PeerEvent, PeerState};
+use crate::store::MediaSink;
+
+/// Why a recording ended, when it is worth telling the user.
+enum End {
+    Stopped,
+    PeerGone(&'static str),
+    Limit,
+    WriteFailed(String),
+    Shutdown,
+}
+
+pub async fn run(
+    state: AppState,
+    offer: SessionDescription,
+    out: mpsc::Sender<ServerMessage>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let video = state.config.vcodec.codec();
+    let (peer, answer, mut events) = match state.rtc.accept_recorder(&offer, video).await {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = out.send(ServerMessage::Error(e.to_string())).await;
+            return;
+        }
+    };
+    let store = state.store.clone();
+    let Some(container) = ContainerKind::for_video(video) else {
+        let _ = out
+            .send(ServerMessage::Error(format!(
+                "{video:?} cannot be recorded"
+            )))
+            .await;
+        peer.close().await;
+        return;
+    };
+    let new = match store.create(container, Some(video), true) {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = out
+                .send(ServerMessage::Error(format!("cannot start recording: {e}")))
+                .await;
+            peer.close().await;
+            return;
+        }
+    };
+    let mut meta = new.meta;
+    tracing::info!(id = %meta.id, ?video, "recording session started");
+    let _ = out.send(ServerMessage::Answer(answer.encode())).await;
+
+    let counting = Counting::new(new.sink);
+    let written = counting.written.clone();
+    let sink: Box<dyn MediaSink> = Box::new(counting);
+    let mut recorder = match Recorder::new(
+        container,
+        sink,
+        RecorderConfig {
+            video: Some(video),
+            audio: true,
+            max_fragment_ms: 1000,
+        },
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = out
+                .send(ServerMessage::Error(format!("cannot start recording: {e}")))
+                .await;
+            peer.close().await;
+            return;
+        }
+    };
+    let mut video_depack = Depacketizer::new(video);
+    let mut audio_depack = Depacketizer::new(Codec::Opus);
+    let mut timeline = Timeline::new();
+    let start = Instant::now();
+    let mut pli = tokio::time::interval(Duration::from_secs(state.config.pli_interval.max(1)));
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_secs(state.config.max_record_seconds);
+    let disconnect_timeout = Duration::from_secs(state.config.disconnect_timeout);
+    let mut disconnected_since: Option<Instant> = None;
+    let mut frames: u64 = 0;
+    let mut write_error: Option<String> = None;
+
+    let end = loop {
+        tokio::select! {
+            ev = events.recv() => match ev {
+                None => break End::PeerGone("the peer connection closed"),
+                Some(PeerEvent::Rtp { kind, packet, arrival }) => {
+                    let at = super::micros_since(start, arrival);
+                    let depack = match kind {
+                        MediaKind::Video => &mut video_depack,
+                        MediaKind::Audio => &mut audio_depack,
+                    };
+                    depack.push(packet);
+                    if let Err(e) = drain(depack, kind, at, &mut timeline, &mut recorder, &mut frames) {
+                        write_error = Some(e);
+                        break End::WriteFailed(write_error.clone().unwrap_or_default());
+                    }
+                    if video_depack.take_keyframe_request() {
+                        peer.request_keyframe().await;
+                    }
+                }
+                Some(PeerEvent::SenderReport { kind, ntp, rtp }) => timeline.on_sender_report(kind, ntp, rtp),
+                Some(PeerEvent::State(PeerState::Connected)) => {
+                    disconnected_since = None;
+                    peer.request_keyframe().await;
+                }
+                Some(PeerEvent::State(PeerState::Disconnected)) => {
+                    disconnected_since.get_or_insert_with(Instant::now);
+                }
+                Some(PeerEvent::State(PeerState::Failed)) => break End::PeerGone("the connection failed"),
+                Some(PeerEvent::State(PeerState::Closed)) => break End::PeerGone("the browser closed the connection"),
+                Some(_) => {}
+            },
+            _ = pli.tick() => peer.request_keyframe().await,
+            _ = tick.tick() => {
+                if disconnected_since.is_some_and(|t| t.elapsed() >= disconnect_timeout) {
+                    break End::PeerGone("the connection was lost");
+                }
+                let _ = out.try_send(ServerMessage::State(SessionState {
+                    phase: "recording".into(),
+                    elapsed_ms: start.elapsed().as_millis() as u64,
+                    bytes: written.load(std::sync::atomic::Ordering::Relaxed),
+                    frames,
+                }));
+            }
+            _ = tokio::time::sleep_until(deadline) => break End::Limit,
+            _ = stop.changed() => break End::Stopped,
+            _ = state.shutdown.cancelled() => break End::Shutdown,
+        }
+    };
+    peer.close().await;
+
+    // Whatever the depacketizers still hold that is complete goes into the file.
+    if write_error.is_none() {
+        let at = super::micros_since(start, Instant::now());
+        for (depack, kind) in [
+            (&mut video_depack, MediaKind::Video),
+            (&mut audio_depack, MediaKind::Audio),
+        ] {
+            depack.flush();
+            if let Err(e) = drain(depack, kind, at, &mut timeline, &mut recorder, &mut frames) {
+                write_error = Some(e);
+                break;
+            }
+        }
+    }
+    let id = meta.id.clone();
+    let finished = finalize(recorder, &mut meta, write_error.is_some());
+    meta.note = match (&end, &finished) {
+        (_, Err(e)) => Some(format!("the recording could not be finished: {e}")),
+        (End::WriteFailed(e), _) => Some(format!("recording ended early: {e}")),
+        (End::Limit, _) => Some(format!(
+            "recording reached the {} s limit",
+            state.config.max_record_seconds
+        )),
+        (End::PeerGone(why), _) => Some(format!("recording ended because {why}")),
+        (End::Stopped | End::Shutdown, _) => None,
+    };
+    let meta = match tokio::task::spawn_blocking(move || store.finish(meta)).await {
+        Ok(Ok(meta)) => meta,
+        Ok(Err(e)) => {
+            tracing::error!(%id, error = %e, "could not save recording metadata");
+            let _ = out
+                .send(ServerMessage::Error(format!(
+                    "the recording could not be saved: {e}"
+                )))
+                .await;
+            return;
+        }
+        Err(e) => {
+            tracing::error!(%id, error = %e, "metadata task failed");
+            return;
+        }
+    };
+    tracing::info!(
+        id = %meta.id,
+        duration_ms = meta.duration_ms,
+        video_frames = meta.video_frames,
+        audio_frames = meta.audio_frames,
+        state = ?meta.state,
+        video_lost = video_depack.stats().lost,
+        "recording session ended"
+    );
+    let _ = state.changes.send(());
+    if let Some(note) = meta
+        .note
+        .clone()
+        .filter(|_| matches!(end, End::WriteFailed(_) | End::Limit))
+    {
+        let _ = out.send(ServerMessage::Error(note)).await;
+    }
+    let _ = out.send(ServerMessage::Recording(meta)).await;
+}
+
+/// Moves every complete frame from a depacketizer onto the common timeline and into the file.
+fn drain(
+    depack: &mut Depacketizer,
+    kind: MediaKind,
+    arrival_us: u64,
+    timeline: &mut Timeline,
+    recorder: &mut Recorder<Box<dyn MediaSink>>,
+    frames: &mut u64,
+) -> Result<(), String> {
+    while let Some(frame) = depack.pop() {
+        let clock = frame.codec.clock_rate();
+        timeline.observe(kind, clock, frame.ts, arrival_us);
+        let Some(us) = timeline.to_common_us(kind, frame.ts) else {
+            continue;
+        };
+        let ts = us * u64::from(clock) / 1_000_000;
+        recorder
+            .push(Frame { ts, ..frame })
+            .map_err(|e| e.to_string())?;
+        *frames += 1;
+    }
+    Ok(())
+}
+
+/// Finishes the container and copies what it reports into the metadata.
+fn finalize(
+    recorder: Recorder<Box<dyn MediaSink>>,
+    meta: &mut RecordingMeta,
+    failed_before: bool,
+) -> Result<(), String> {
+    match recorder.finish_into_inner() {
+        Ok((summary, mut sink)) => {
+            if let Err(e) = sink.sync() {
+                tracing::warn!(id = %meta.id, error = %e, "could not sync the recording to disk");
+            }
+            crate::store::fs::apply_summary(meta, &summary);
+            meta.state = if summary.duration_ms > 0 {
+                RecordingState::Complete
+            } else {
+                RecordingState::Failed
+            };
+            if failed_before && meta.state == RecordingState::Complete {
+                tracing::warn!(id = %meta.id, "recording finished after a write error");
+            }
+            Ok(())
+        }
+        Err(e) => {
+            meta.state = RecordingState::Failed;
+            Err(e.to_string())
+        }
+    }
+}
+
+/// A sink that counts the bytes written through it (for the live `STATE` messages).
+struct Counting {
+    inner: Box<dyn MediaSink>,
+    written: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Counting {
+    fn new(inner: Box<dyn MediaSink>) -> Self {
+        Counting {
+            inner,
+            written: Default::default(),
+        }
+    }
+}
+
+impl std::io::Write for Counting {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.written
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl std::io::Seek for Counting {
+    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.inner.seek(pos)
+    }
+}
+
+impl MediaSink for Counting {
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.inner.sync()
+    }
+}

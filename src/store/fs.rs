@@ -1,0 +1,464 @@
+//! The filesystem store: `<data-dir>/<id>.<webm|mp4>` with `<data-dir>/<id>.json` beside it.
+//!
+//! Metadata is written atomically (temporary file, fsync, rename). An in-memory index, loaded
+//! at startup, answers listings. Recordings found in state `recording` at startup were cut
+//! short by a crash: they are repaired with [`media::container::recover`] and marked
+//! `recovered`.
+use super::{
+    MediaSink, MediaSource, NewRecording, RecordingStore, StoreError, validate_id, validate_name,
+};
+use app::protocol::{RecordingMeta, RecordingState};
+use media::Codec;
+use media::container::ContainerKind;
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub struct FsStore {
+    dir: PathBuf,
+    index: RwLock<BTreeMap<String, RecordingMeta>>,
+    counter: AtomicU64,
+}
+
+impl FsStore {
+    /// Opens (creating if needed) the store in `dir`, loading and repairing what is there.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<FsStore, StoreError> {
+        let dir = dir.into();
+        fs::create_dir_all(&dir)
+            .map_err(|e| StoreError::io(format!("creating {}", dir.display()), e))?;
+        let store = FsStore {
+            dir,
+            index: RwLock::new(BTreeMap::new()),
+            counter: AtomicU64::new(0),
+        };
+        store.load()?;
+        Ok(store)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn meta_path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.json"))
+    }
+
+    fn media_file(&self, meta: &RecordingMeta) -> PathBuf {
+        self.dir.join(format!("{}.{}", meta.id, meta.container))
+    }
+
+    fn load(&self) -> Result<(), StoreError> {
+        let entries = fs::read_dir(&self.dir)
+            .map_err(|e| StoreError::io(format!("listing {}", self.dir.display()), e))?;
+        let mut index = BTreeMap::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Some(id) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".json"))
+            else {
+                continue;
+            };
+            if validate_id(id).is_err() {
+                continue;
+            }
+            let meta = match fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<RecordingMeta>(&b).ok())
+            {
+                Some(meta) if meta.id == id => meta,
+                _ => {
+                    tracing::warn!(path = %path.display(), "skipping unreadable recording metadata");
+                    continue;
+                }
+            };
+            let meta = if meta.state == RecordingState::Recording {
+                self.repair(meta)
+            } else {
+                meta
+            };
+            index.insert(meta.id.clone(), meta);
+        }
+        tracing::info!(dir = %self.dir.display(), recordings = index.len(), "recording store loaded");
+        *self.index.write().unwrap_or_else(|p| p.into_inner()) = index;
+        Ok(())
+    }
+
+    /// Repairs a recording a crash left unfinished.
+    fn repair(&self, mut meta: RecordingMeta) -> RecordingMeta {
+        let path = self.media_file(&meta);
+        let kind = container_kind(&meta.container);
+        let result = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|mut file| {
+                let summary =
+                    media::container::recover(kind, &mut file).map_err(|e| e.to_string())?;
+                file.sync_all().map_err(|e| e.to_string())?;
+                Ok(summary)
+            });
+        match result {
+            Ok(summary) => {
+                apply_summary(&mut meta, &summary);
+                meta.state = RecordingState::Recovered;
+                meta.note = Some("recovered after the server stopped mid-recording".into());
+                tracing::info!(id = %meta.id, duration_ms = meta.duration_ms, "recovered recording");
+            }
+            Err(reason) => {
+                meta.state = RecordingState::Failed;
+                meta.note = Some(format!("could not be recovered: {reason}"));
+                tracing::warn!(id = %meta.id, %reason, "recording could not be recovered");
+            }
+        }
+        if let Err(e) = self.write_meta(&meta) {
+            tracing::warn!(id = %meta.id, error = %e, "could not persist repaired metadata");
+        }
+        meta
+    }
+
+    fn new_id(&self) -> String {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        // Mix time, a per-process counter and the hasher's random keys.
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(now.as_nanos());
+        h.write_u64(n);
+        format!("{:013}-{:06x}", now.as_millis(), h.finish() & 0xff_ffff)
+    }
+
+    /// Writes metadata atomically: temp file, fsync, rename.
+    fn write_meta(&self, meta: &RecordingMeta) -> Result<(), StoreError> {
+        let path = self.meta_path(&meta.id);
+        let tmp = self.dir.join(format!(".{}.json.tmp", meta.id));
+        let body = serde_json::to_vec_pretty(meta).unwrap_or_default();
+        let write = || -> std::io::Result<()> {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&body)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            if let Ok(d) = File::open(&self.dir) {
+                let _ = d.sync_all();
+            }
+            Ok(())
+        };
+        write().map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            StoreError::io(format!("saving metadata of {}", meta.id), e)
+        })
+    }
+
+    fn lookup(&self, id: &str) -> Result<RecordingMeta, StoreError> {
+        validate_id(id)?;
+        self.index
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+            .ok_or_else(|| StoreError::NotFound(id.to_owned()))
+    }
+}
+
+/// The container a metadata `container` field names.
+pub(crate) fn container_kind(name: &str) -> ContainerKind {
+    if name == "mp4" {
+        ContainerKind::Mp4
+    } else {
+        ContainerKind::Webm
+    }
+}
+
+pub(crate) fn container_name(kind: ContainerKind) -> &'static str {
+    match kind {
+        ContainerKind::Mp4 => "mp4",
+        ContainerKind::Webm => "webm",
+    }
+}
+
+/// Copies a muxer summary into the metadata.
+pub fn apply_summary(meta: &mut RecordingMeta, s: &media::container::Summary) {
+    meta.duration_ms = s.duration_ms;
+    meta.video_frames = s.video_frames;
+    meta.audio_frames = s.audio_frames;
+    meta.width = s.width;
+    meta.height = s.height;
+    meta.bytes = s.bytes;
+}
+
+fn codec_name(codec: Codec) -> &'static str {
+    match codec {
+        Codec::H264 => "h264",
+        Codec::Vp8 => "vp8",
+        Codec::Opus => "opus",
+    }
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    let t: time::OffsetDateTime = t.into();
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+impl RecordingStore for FsStore {
+    fn create(
+        &self,
+        container: ContainerKind,
+        video: Option<Codec>,
+        audio: bool,
+    ) -> Result<NewRecording, StoreError> {
+        let now = SystemTime::now();
+        let id = self.new_id();
+        let created = rfc3339(now);
+        let meta = RecordingMeta {
+            name: format!(
+                "Recording {}",
+                created.get(..19).unwrap_or(&created).replace('T', " ")
+            ),
+            id,
+            created,
+            duration_ms: 0,
+            video_codec: video.map(|c| codec_name(c).to_owned()),
+            width: 0,
+            height: 0,
+            video_frames: 0,
+            audio,
+            audio_frames: 0,
+            bytes: 0,
+            state: RecordingState::Recording,
+            container: container_name(container).to_owned(),
+            note: None,
+        };
+        // Metadata first: if we crash after this, startup finds and repairs the media file.
+        self.write_meta(&meta)?;
+        let path = self.media_file(&meta);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| {
+                let _ = fs::remove_file(self.meta_path(&meta.id));
+                StoreError::io(format!("creating {}", path.display()), e)
+            })?;
+        self.index
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(meta.id.clone(), meta.clone());
+        let sink: Box<dyn MediaSink> = Box::new(file);
+        Ok(NewRecording { meta, sink })
+    }
+
+    fn finish(&self, mut meta: RecordingMeta) -> Result<RecordingMeta, StoreError> {
+        validate_id(&meta.id)?;
+        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+        // A rename may have happened while recording: keep the newest name.
+        if let Some(current) = index.get(&meta.id) {
+            meta.name = current.name.clone();
+        }
+        self.write_meta(&meta)?;
+        index.insert(meta.id.clone(), meta.clone());
+        Ok(meta)
+    }
+
+    fn list(&self) -> Vec<RecordingMeta> {
+        // Ids start with the creation time in ms, so key order is creation order.
+        self.index
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    fn get(&self, id: &str) -> Result<RecordingMeta, StoreError> {
+        self.lookup(id)
+    }
+
+    fn open(&self, id: &str) -> Result<(RecordingMeta, Box<dyn MediaSource>), StoreError> {
+        let (meta, path) = self.media_path(id)?;
+        let file = File::open(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => StoreError::NotFound(id.to_owned()),
+            _ => StoreError::io(format!("opening {}", path.display()), e),
+        })?;
+        Ok((
+            meta,
+            Box::new(std::io::BufReader::with_capacity(64 * 1024, file)),
+        ))
+    }
+
+    fn media_path(&self, id: &str) -> Result<(RecordingMeta, PathBuf), StoreError> {
+        let meta = self.lookup(id)?;
+        let path = self.media_file(&meta);
+        Ok((meta, path))
+    }
+
+    fn rename(&self, id: &str, name: &str) -> Result<RecordingMeta, StoreError> {
+        validate_id(id)?;
+        let name = validate_name(name)?;
+        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+        let meta = index
+            .get_mut(id)
+            .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
+        let mut updated = meta.clone();
+        updated.name = name;
+        self.write_meta(&updated)?;
+        *meta = updated.clone();
+        Ok(updated)
+    }
+
+    fn delete(&self, id: &str) -> Result<(), StoreError> {
+        validate_id(id)?;
+        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+        let meta = index
+            .get(id)
+            .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
+        if meta.state == RecordingState::Recording {
+            return Err(StoreError::Busy(id.to_owned()));
+        }
+        let media = self.media_file(meta);
+        // Metadata goes first: a crash in between leaves an orphan media file, never a
+        // listed recording without media.
+        match fs::remove_file(self.meta_path(id)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::io(format!("deleting {id}"), e)),
+        }
+        index.remove(id);
+        if let Err(e) = fs::remove_file(&media)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(id, error = %e, "metadata deleted but media file could not be removed");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Seek, SeekFrom};
+    use std::sync::Arc;
+
+    fn finish_with(store: &FsStore, mut rec: NewRecording, duration_ms: u64) -> RecordingMeta {
+        rec.sink.write_all(b"media bytes").unwrap();
+        rec.sink.flush().unwrap();
+        rec.meta.state = RecordingState::Complete;
+        rec.meta.duration_ms = duration_ms;
+        store.finish(rec.meta).unwrap()
+    }
+
+    #[test]
+    fn create_finish_list_open_rename_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).unwrap();
+        let a = store
+            .create(ContainerKind::Webm, Some(Codec::Vp8), true)
+            .unwrap();
+        assert_eq!(
+            store.get(&a.meta.id).unwrap().state,
+            RecordingState::Recording
+        );
+        assert!(matches!(store.delete(&a.meta.id), Err(StoreError::Busy(_))));
+        let a = finish_with(&store, a, 1000);
+        let b = store
+            .create(ContainerKind::Mp4, Some(Codec::H264), true)
+            .unwrap();
+        let b = finish_with(&store, b, 2000);
+        let ids: Vec<_> = store.list().into_iter().map(|m| m.id).collect();
+        assert_eq!(ids, vec![a.id.clone(), b.id.clone()], "oldest first");
+
+        let (_, mut src) = store.open(&b.id).unwrap();
+        let mut s = String::new();
+        src.seek(SeekFrom::Start(6)).unwrap();
+        src.read_to_string(&mut s).unwrap();
+        assert_eq!(s, "bytes");
+
+        assert_eq!(store.rename(&a.id, " Beach ").unwrap().name, "Beach");
+        // A fresh store sees the same thing (metadata persisted).
+        let again = FsStore::open(dir.path()).unwrap();
+        assert_eq!(again.get(&a.id).unwrap().name, "Beach");
+        assert_eq!(again.get(&b.id).unwrap().duration_ms, 2000);
+
+        store.delete(&a.id).unwrap();
+        assert!(matches!(store.get(&a.id), Err(StoreError::NotFound(_))));
+        assert!(matches!(store.open(&a.id), Err(StoreError::NotFound(_))));
+        assert!(!dir.path().join(format!("{}.webm", a.id)).exists());
+        assert_eq!(FsStore::open(dir.path()).unwrap().list().len(), 1);
+    }
+
+    #[test]
+    fn bad_ids_and_names_never_touch_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).unwrap();
+        for id in ["../x", "", "1764000000123-zzzzzz"] {
+            assert!(
+                matches!(store.get(id), Err(StoreError::InvalidId(_))),
+                "{id}"
+            );
+            assert!(matches!(store.delete(id), Err(StoreError::InvalidId(_))));
+            assert!(matches!(
+                store.media_path(id),
+                Err(StoreError::InvalidId(_))
+            ));
+        }
+        assert!(matches!(
+            store.get("1764000000123-abcdef"),
+            Err(StoreError::NotFound(_))
+        ));
+        let a = store
+            .create(ContainerKind::Webm, Some(Codec::Vp8), true)
+            .unwrap();
+        assert!(matches!(
+            store.rename(&a.meta.id, "\n"),
+            Err(StoreError::InvalidName(_))
+        ));
+    }
+
+    #[test]
+    fn ids_are_unique_and_time_sorted_under_concurrency() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(FsStore::open(dir.path()).unwrap());
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    (0..25)
+                        .map(|_| {
+                            let r = store
+                                .create(ContainerKind::Webm, Some(Codec::Vp8), true)
+                                .unwrap();
+                            finish_with(&store, r, 10).id
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut all: Vec<String> = handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 200);
+        assert_eq!(store.list().len(), 200);
+        assert_eq!(FsStore::open(dir.path()).unwrap().list().len(), 200);
+    }
+
+    #[test]
+    fn unreadable_metadata_is_skipped_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("1764000000123-abcdef.json"), b"{not json").unwrap();
+        fs::write(dir.path().join("notes.txt"), b"hello").unwrap();
+        let store = FsStore::open(dir.path()).unwrap();
+        assert!(store.list().is_empty());
+    }
+}

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs every test: unit and integration tests (cargo test), then the browser end-to-end suite
+# (Playwright + Chromium with a fake camera, through `cargo leptos end-to-end`).
+set -euo pipefail
+cd "$(dirname "$0")"
+source scripts/bootstrap.sh
+
+# Chromium for Playwright (never `npx playwright install`), ffmpeg/ffprobe for media checks.
+apt_install chromium ffmpeg
+if [ ! -d end2end/node_modules/@playwright/test ]; then
+  say "installing end-to-end test dependencies"
+  (cd end2end && npm ci --silent --no-audit --no-fund)
+fi
+
+say "cargo test"
+cargo test --workspace --exclude frontend
+
+say "end-to-end (release build + Playwright)"
+E2E_DATA="$(mktemp -d)"
+trap 'rm -rf "$E2E_DATA"' EXIT
+PION_DATA_DIR="$E2E_DATA/h264" PION_ICE_IP=127.0.0.1 cargo leptos end-to-end --release

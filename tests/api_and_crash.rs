@@ -1,0 +1,304 @@
+//! The JSON API, and crash safety: `kill -9` mid-recording, restart, the recording is there.
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use app::protocol::{
+    ClientMessage, RecordingMeta, RecordingState, ServerMessage, SessionDescription,
+};
+use common::*;
+use media::Codec;
+use pion_the_sky::rtc::client::{Client, RecordOptions};
+
+/// A tiny HTTP/1.1 client (Connection: close): status, headers, body.
+fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("header end");
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let mut body = raw[split + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body);
+    }
+    (status, head, body)
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
+            break;
+        };
+        let n =
+            usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + n]);
+        b = &b[eol + 2 + n + 2..];
+    }
+    out
+}
+
+async fn http_async(
+    addr: SocketAddr,
+    method: &'static str,
+    path: String,
+    headers: Vec<(&'static str, &'static str)>,
+    body: String,
+) -> (u16, String, Vec<u8>) {
+    tokio::task::spawn_blocking(move || http(addr, method, &path, &headers, &body))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_lists_serves_ranges_renames_and_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), "vp8", &[]).await;
+    let meta = record_fixture(&server, Codec::Vp8).await;
+    let addr = server.addr;
+
+    let (status, _, body) =
+        http_async(addr, "GET", "/api/recordings".into(), vec![], String::new()).await;
+    assert_eq!(status, 200);
+    let list: Vec<RecordingMeta> = serde_json::from_slice(&body).unwrap();
+    assert_eq!(list, vec![meta.clone()]);
+
+    let (status, _, body) = http_async(
+        addr,
+        "GET",
+        format!("/api/recordings/{}", meta.id),
+        vec![],
+        String::new(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_slice::<RecordingMeta>(&body).unwrap().id,
+        meta.id
+    );
+
+    // The file, whole and in ranges, with the right type.
+    let (status, head, body) = http_async(
+        addr,
+        "GET",
+        format!("/api/recordings/{}/file", meta.id),
+        vec![],
+        String::new(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: video/webm"),
+        "{head}"
+    );
+    assert_eq!(body.len() as u64, meta.bytes);
+    assert_eq!(&body[..4], &[0x1a, 0x45, 0xdf, 0xa3], "EBML magic");
+    let (status, head, part) = http_async(
+        addr,
+        "GET",
+        format!("/api/recordings/{}/file", meta.id),
+        vec![("Range", "bytes=100-199")],
+        String::new(),
+    )
+    .await;
+    assert_eq!(status, 206, "{head}");
+    assert_eq!(part, body[100..200].to_vec());
+
+    // Bad and unknown ids.
+    let cases = [
+        ("GET", "/api/recordings/nope".to_string(), 400),
+        (
+            "GET",
+            "/api/recordings/1764000000123-abcdef".to_string(),
+            404,
+        ),
+        (
+            "GET",
+            "/api/recordings/..%2F..%2Fetc%2Fpasswd/file".to_string(),
+            400,
+        ),
+        (
+            "DELETE",
+            "/api/recordings/1764000000123-abcdef".to_string(),
+            404,
+        ),
+        (
+            "GET",
+            "/api/recordings/1764000000123-abcdef/file".to_string(),
+            404,
+        ),
+    ];
+    for (method, path, want) in cases {
+        let (status, _, body) = http_async(addr, method, path.clone(), vec![], String::new()).await;
+        assert_eq!(status, want, "{method} {path}");
+        let err: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        assert!(err["error"].is_string(), "{method} {path}: JSON error body");
+    }
+
+    // Rename: good, empty, malformed JSON.
+    let path = format!("/api/recordings/{}", meta.id);
+    let json = vec![("Content-Type", "application/json")];
+    let (status, _, body) = http_async(
+        addr,
+        "PATCH",
+        path.clone(),
+        json.clone(),
+        r#"{"name":"Holiday"}"#.into(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_slice::<RecordingMeta>(&body).unwrap().name,
+        "Holiday"
+    );
+    let (status, _, _) = http_async(
+        addr,
+        "PATCH",
+        path.clone(),
+        json.clone(),
+        r#"{"name":"  "}"#.into(),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, _, _) = http_async(addr, "PATCH", path.clone(), json.clone(), "{".into()).await;
+    assert_eq!(status, 400);
+    assert_eq!(server.state.store.get(&meta.id).unwrap().name, "Holiday");
+
+    let (status, _, _) = http_async(addr, "DELETE", path.clone(), vec![], String::new()).await;
+    assert_eq!(status, 204);
+    let (status, _, _) = http_async(addr, "GET", path, vec![], String::new()).await;
+    assert_eq!(status, 404);
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "media and metadata are gone"
+    );
+    server.shutdown().await;
+}
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_server(data: &std::path::Path, port: u16) -> Proc {
+    let child = Command::new(env!("CARGO_BIN_EXE_pion-the-sky"))
+        .args([
+            format!("-port={port}"),
+            "-vcodec=vp8".into(),
+            "--bind=127.0.0.1".into(),
+            "--ice-ip=127.0.0.1".into(),
+            format!("--data-dir={}", data.display()),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("server binary starts");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "server did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Proc(child)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_recording_then_restart_keeps_the_recording() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut proc = spawn_server(dir.path(), port);
+
+    let (client, _) = Client::record(RecordOptions::default()).await.unwrap();
+    let offer = client.offer().await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .unwrap();
+    send(&mut ws, ClientMessage::Record { offer }.to_json()).await;
+    let answer = match next_msg(&mut ws, Duration::from_secs(10)).await {
+        ServerMessage::Answer(b) => SessionDescription::decode(&b).unwrap(),
+        other => panic!("{other:?}"),
+    };
+    client.set_answer(&answer).await.unwrap();
+    client
+        .wait_connected(Duration::from_secs(10))
+        .await
+        .unwrap();
+    let (v, a) = fixture_frames(Codec::Vp8);
+    send_media(&client, &v[..90], &a[..150]).await; // 3 s
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // kill -9: no chance to finalize anything.
+    proc.0.kill().unwrap();
+    proc.0.wait().unwrap();
+    client.close().await;
+
+    let _proc = spawn_server(dir.path(), port);
+    let (status, _, body) =
+        http_async(addr, "GET", "/api/recordings".into(), vec![], String::new()).await;
+    assert_eq!(status, 200);
+    let list: Vec<RecordingMeta> = serde_json::from_slice(&body).unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    let meta = &list[0];
+    eprintln!("recovered after kill -9: {meta:?}");
+    assert_eq!(meta.state, RecordingState::Recovered, "{meta:?}");
+    // At most about a second lost.
+    assert!(
+        meta.duration_ms >= 1900 && meta.duration_ms <= 3100,
+        "recovered {} ms",
+        meta.duration_ms
+    );
+    assert!(meta.audio_frames > 0);
+    let path = dir.path().join(format!("{}.webm", meta.id));
+    if let Some((duration, errors)) = ffprobe(&path) {
+        assert!(errors.is_empty(), "ffprobe: {errors}");
+        assert!(
+            (duration * 1000.0 - meta.duration_ms as f64).abs() < 100.0,
+            "ffprobe {duration} s vs {} ms",
+            meta.duration_ms
+        );
+    }
+}

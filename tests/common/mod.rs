@@ -1,0 +1,301 @@
+//! A real server on 127.0.0.1:0 and in-process WebRTC clients speaking the `/ws` protocol.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use app::protocol::{ClientMessage, RecordingMeta, ServerMessage, SessionDescription};
+use futures::{SinkExt, StreamExt};
+use media::rtp::RtpPacket;
+use media::{Codec, Frame, MediaKind};
+use pion_the_sky::config::Config;
+use pion_the_sky::rtc::PeerEvent;
+use pion_the_sky::rtc::client::{Client, RecordOptions, ViewOptions};
+use pion_the_sky::{AppState, leptos_options};
+use tokio_tungstenite::tungstenite::Message;
+
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    task: tokio::task::JoinHandle<()>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl TestServer {
+    /// Starts a server recording `vcodec` into `data_dir`, ICE on loopback only.
+    pub async fn start(data_dir: &Path, vcodec: &str, extra: &[&str]) -> TestServer {
+        let mut args: Vec<String> = [
+            "pion-the-sky",
+            &format!("-vcodec={vcodec}"),
+            "--ice-ip=127.0.0.1",
+            "--pli-interval=1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.push(format!("--data-dir={}", data_dir.display()));
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let config = Config::parse_from_args(args).unwrap_or_else(|e| panic!("{}", e.message));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = AppState::new(config, leptos_options(Path::new("target/site"), addr)).unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(
+            pion_the_sky::serve(state.clone(), listener, async move {
+                let _ = stopped.await;
+            })
+            .map_ok_or_log(),
+        );
+        TestServer {
+            addr,
+            state,
+            task,
+            stop: Some(stop),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn ws(&self) -> Ws {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", self.addr))
+            .await
+            .expect("websocket connects");
+        ws
+    }
+
+    /// Stops the server the way SIGTERM does: sessions finalize, then it exits.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(15), &mut self.task).await;
+    }
+}
+
+trait MapOkOrLog {
+    fn map_ok_or_log(self) -> impl std::future::Future<Output = ()> + Send;
+}
+
+impl<F: std::future::Future<Output = std::io::Result<()>> + Send> MapOkOrLog for F {
+    async fn map_ok_or_log(self) {
+        if let Err(e) = self.await {
+            eprintln!("server error: {e}");
+        }
+    }
+}
+
+pub async fn send(ws: &mut Ws, text: String) {
+    ws.send(Message::Text(text.into())).await.expect("ws send");
+}
+
+/// Next server message (skipping STATE), or panics after `timeout`.
+pub async fn next_msg(ws: &mut Ws, timeout: Duration) -> ServerMessage {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let msg = tokio::time::timeout(left, ws.next())
+            .await
+            .expect("server message in time")
+            .expect("socket open")
+            .expect("socket ok");
+        if let Message::Text(t) = msg {
+            let parsed: ServerMessage =
+                serde_json::from_str(&t).unwrap_or_else(|e| panic!("bad server message {t}: {e}"));
+            if !matches!(parsed, ServerMessage::State(_)) {
+                return parsed;
+            }
+        }
+    }
+}
+
+pub fn fixture(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The committed 4 s fixture frames: (video, audio).
+pub fn fixture_frames(video: Codec) -> (Vec<Frame>, Vec<Frame>) {
+    let v = match video {
+        Codec::Vp8 => media::elementary::ivf_vp8(&fixture("vp8_640x480_30fps_4s.ivf")).unwrap(),
+        Codec::H264 => {
+            media::elementary::annexb_h264(&fixture("h264_640x480_30fps_4s.h264"), 30).unwrap()
+        }
+        Codec::Opus => unreachable!(),
+    };
+    let a = media::elementary::ogg_opus(&fixture("opus_48k_stereo_4s.ogg")).unwrap();
+    (v, a)
+}
+
+/// Sends frames as RTP, paced in real time by their timestamps (audio and video interleaved).
+pub async fn send_media(client: &Client, video: &[Frame], audio: &[Frame]) -> usize {
+    let mut all: Vec<(u64, MediaKind, &Frame)> = video
+        .iter()
+        .map(|f| (f.ts * 1_000_000 / 90_000, MediaKind::Video, f))
+        .chain(
+            audio
+                .iter()
+                .map(|f| (f.ts * 1_000_000 / 48_000, MediaKind::Audio, f)),
+        )
+        .collect();
+    all.sort_by_key(|(us, kind, _)| (*us, *kind == MediaKind::Video));
+    let mut seq = [1000u16, 5000u16];
+    let ts_base = [90_000u32, 48_000u32];
+    let start = tokio::time::Instant::now();
+    let mut packets = 0;
+    for (us, kind, frame) in all {
+        tokio::time::sleep_until(start + Duration::from_micros(us)).await;
+        let i = usize::from(kind == MediaKind::Audio);
+        let pt = client.payload_type(frame.codec).expect("negotiated codec");
+        let payloads = media::packetize::payloads(frame.codec, &frame.data, 1150);
+        let n = payloads.len();
+        for (k, payload) in payloads.into_iter().enumerate() {
+            let packet = RtpPacket {
+                payload_type: pt,
+                sequence_number: seq[i],
+                timestamp: ts_base[i].wrapping_add(frame.ts as u32),
+                ssrc: client.ssrc(kind),
+                marker: kind == MediaKind::Video && k + 1 == n,
+                payload,
+            };
+            seq[i] = seq[i].wrapping_add(1);
+            client.send(kind, &packet).await.expect("client sends");
+            packets += 1;
+        }
+    }
+    packets
+}
+
+/// Records the fixture through `/ws` with an in-process client; returns the RECORDING metadata.
+pub async fn record_fixture(server: &TestServer, video: Codec) -> RecordingMeta {
+    let (client, _events) = Client::record(RecordOptions {
+        video,
+        video_pt: if video == Codec::H264 { 125 } else { 120 },
+        audio_pt: 109,
+        ..RecordOptions::default()
+    })
+    .await
+    .expect("client");
+    let offer = client.offer().await.expect("offer");
+    let mut ws = server.ws().await;
+    send(&mut ws, ClientMessage::Record { offer }.to_json()).await;
+    let answer = match next_msg(&mut ws, Duration::from_secs(10)).await {
+        ServerMessage::Answer(b64) => SessionDescription::decode(&b64).expect("answer decodes"),
+        other => panic!("expected ANSWER, got {other:?}"),
+    };
+    client.set_answer(&answer).await.expect("answer applies");
+    client
+        .wait_connected(Duration::from_secs(10))
+        .await
+        .expect("connected");
+    let (v, a) = fixture_frames(video);
+    send_media(&client, &v, &a).await;
+    // Let the last packets land before stopping.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    send(&mut ws, ClientMessage::Stop.to_json()).await;
+    let meta = match next_msg(&mut ws, Duration::from_secs(10)).await {
+        ServerMessage::Recording(meta) => meta,
+        other => panic!("expected RECORDING, got {other:?}"),
+    };
+    client.close().await;
+    meta
+}
+
+/// What a viewer received.
+#[derive(Default, Debug)]
+pub struct Received {
+    pub video: Vec<(Instant, RtpPacket)>,
+    pub audio: Vec<(Instant, RtpPacket)>,
+    pub messages: Vec<ServerMessage>,
+}
+
+/// Plays through `/ws` until the server says the session finished (or `limit` passes).
+pub async fn play(
+    server: &TestServer,
+    request_extra: impl FnOnce(SessionDescription) -> ClientMessage,
+    limit: Duration,
+) -> Received {
+    let (client, mut events) = Client::view(ViewOptions::default()).await.expect("viewer");
+    let offer = client.offer().await.expect("offer");
+    let mut ws = server.ws().await;
+    send(&mut ws, request_extra(offer).to_json()).await;
+    let mut got = Received::default();
+    let answer = match next_msg(&mut ws, Duration::from_secs(10)).await {
+        ServerMessage::Answer(b64) => SessionDescription::decode(&b64).expect("answer decodes"),
+        other => {
+            got.messages.push(other);
+            client.close().await;
+            return got;
+        }
+    };
+    client.set_answer(&answer).await.expect("answer applies");
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Some(PeerEvent::Rtp { kind: MediaKind::Video, packet, arrival }) => got.video.push((arrival, packet)),
+                Some(PeerEvent::Rtp { kind: MediaKind::Audio, packet, arrival }) => got.audio.push((arrival, packet)),
+                Some(_) => {}
+                None => break,
+            },
+            msg = ws.next() => match msg {
+                Some(Ok(Message::Text(t))) => {
+                    let m: ServerMessage = serde_json::from_str(&t).expect("server message");
+                    let finished = matches!(&m, ServerMessage::State(s) if s.phase == "finished");
+                    if !matches!(m, ServerMessage::State(_)) || finished {
+                        got.messages.push(m);
+                    }
+                    if finished { break; }
+                }
+                Some(Ok(_)) => {}
+                _ => break,
+            },
+            _ = tokio::time::sleep_until(deadline) => break,
+        }
+    }
+    // Packets already in flight.
+    while let Ok(ev) = tokio::time::timeout(Duration::from_millis(200), events.recv()).await {
+        match ev {
+            Some(PeerEvent::Rtp {
+                kind: MediaKind::Video,
+                packet,
+                arrival,
+            }) => got.video.push((arrival, packet)),
+            Some(PeerEvent::Rtp {
+                kind: MediaKind::Audio,
+                packet,
+                arrival,
+            }) => got.audio.push((arrival, packet)),
+            Some(_) => {}
+            None => break,
+        }
+    }
+    client.close().await;
+    got
+}
+
+/// ffprobe's duration of a file in seconds and whether it printed errors; None without ffprobe.
+pub fn ffprobe(path: &Path) -> Option<(f64, String)> {
+    let out = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=duration",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(path)
+        .output()
+        .ok()?;
+    let stdout = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+    Some((stdout.parse().unwrap_or(-1.0), stderr))
+}

@@ -1,0 +1,210 @@
+//! Record the committed fixtures through the real `/ws` protocol with in-process webrtc-rs
+//! clients on loopback, then play them back, checking what users care about: durations,
+//! frame counts, audio, order, continuity and pacing.
+mod common;
+
+use std::time::Duration;
+
+use app::protocol::{ClientMessage, RecordingState, ServerMessage};
+use common::*;
+use media::Codec;
+
+fn within(actual: f64, expected: f64, tolerance: f64) -> bool {
+    (actual - expected).abs() <= expected * tolerance
+}
+
+fn check_recording(
+    server: &TestServer,
+    meta: &app::protocol::RecordingMeta,
+    codec: &str,
+    container: &str,
+) {
+    eprintln!("recorded: {meta:?}");
+    assert_eq!(meta.state, RecordingState::Complete, "{meta:?}");
+    assert_eq!(meta.video_codec.as_deref(), Some(codec));
+    assert_eq!(meta.container, container);
+    assert!(
+        within(meta.duration_ms as f64, 4000.0, 0.03),
+        "duration {} ms",
+        meta.duration_ms
+    );
+    assert_eq!(meta.video_frames, 120, "every fixture frame is stored");
+    assert!(meta.audio, "audio is recorded");
+    assert!(
+        (190..=201).contains(&meta.audio_frames),
+        "audio frames {}",
+        meta.audio_frames
+    );
+    assert_eq!((meta.width, meta.height), (640, 480));
+    let (_, path) = server.state.store.media_path(&meta.id).unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), meta.bytes);
+    match ffprobe(&path) {
+        Some((duration, errors)) => {
+            assert!(
+                errors.is_empty(),
+                "ffprobe complains about {}: {errors}",
+                path.display()
+            );
+            assert!(within(duration, 4.0, 0.03), "ffprobe duration {duration}");
+        }
+        None => eprintln!("note: ffprobe not installed; skipping the ffprobe check"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_both_codecs_then_plays_them_in_order_with_continuity() {
+    let dir = tempfile::tempdir().unwrap();
+
+    let server = TestServer::start(dir.path(), "vp8", &[]).await;
+    let vp8 = record_fixture(&server, Codec::Vp8).await;
+    check_recording(&server, &vp8, "vp8", "webm");
+    server.shutdown().await;
+
+    // A server started under h264 still plays the VP8 recording (the store reloads).
+    let server = TestServer::start(dir.path(), "h264", &[]).await;
+    let h264 = record_fixture(&server, Codec::H264).await;
+    check_recording(&server, &h264, "h264", "mp4");
+    let listed: Vec<String> = server
+        .state
+        .store
+        .list()
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(
+        listed,
+        vec![vp8.id.clone(), h264.id.clone()],
+        "oldest first"
+    );
+
+    let got = play(
+        &server,
+        |offer| ClientMessage::Play {
+            offer,
+            looping: false,
+            recordings: None,
+        },
+        Duration::from_secs(20),
+    )
+    .await;
+
+    // Now-playing walks through both clips in order.
+    let playing: Vec<(String, usize, usize)> = got
+        .messages
+        .iter()
+        .filter_map(|m| match m {
+            ServerMessage::NowPlaying(np) => Some((np.id.clone(), np.index, np.count)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        playing,
+        vec![(vp8.id.clone(), 0, 2), (h264.id.clone(), 1, 2)],
+        "{:?}",
+        got.messages
+    );
+
+    // One continuous video stream: one SSRC, no sequence gaps, timestamps never go back.
+    let video = &got.video;
+    assert!(!video.is_empty(), "video arrived");
+    assert!(video.iter().all(|(_, p)| p.ssrc == video[0].1.ssrc));
+    let mut seqs: Vec<u16> = video.iter().map(|(_, p)| p.sequence_number).collect();
+    seqs.sort_by_key(|s| s.wrapping_sub(seqs_first(video)));
+    for pair in seqs.windows(2) {
+        assert_eq!(pair[1], pair[0].wrapping_add(1), "no sequence gaps");
+    }
+    let mut by_seq: Vec<&media::rtp::RtpPacket> = video.iter().map(|(_, p)| p).collect();
+    by_seq.sort_by_key(|p| p.sequence_number.wrapping_sub(seqs_first(video)));
+    for pair in by_seq.windows(2) {
+        let step = pair[1].timestamp.wrapping_sub(pair[0].timestamp);
+        assert!(
+            step < 90_000,
+            "timestamps increase across clips (step {step})"
+        );
+    }
+
+    // The payload type switches from VP8 to H264 at the clip boundary; each clip lasts its
+    // recorded length in RTP time.
+    let vp8_pt = 96;
+    let h264_pt = 102;
+    let span = |pt: u8| {
+        let ts: Vec<u32> = by_seq
+            .iter()
+            .filter(|p| p.payload_type == pt)
+            .map(|p| p.timestamp)
+            .collect();
+        assert!(!ts.is_empty(), "packets with PT {pt}");
+        (ts[ts.len() - 1].wrapping_sub(ts[0]) as f64 + 3000.0) / 90_000.0
+    };
+    assert!(
+        within(span(vp8_pt), 4.0, 0.02),
+        "VP8 clip lasts {} s",
+        span(vp8_pt)
+    );
+    assert!(
+        within(span(h264_pt), 4.0, 0.02),
+        "H264 clip lasts {} s",
+        span(h264_pt)
+    );
+    let first_h264 = by_seq
+        .iter()
+        .position(|p| p.payload_type == h264_pt)
+        .unwrap();
+    assert!(
+        by_seq[..first_h264]
+            .iter()
+            .all(|p| p.payload_type == vp8_pt),
+        "VP8 clip first, then H264"
+    );
+
+    // Paced by the timestamps: 8 s of media take 8 s of wall time.
+    let wall = video
+        .last()
+        .unwrap()
+        .0
+        .duration_since(video[0].0)
+        .as_secs_f64();
+    assert!(
+        within(wall, 7.967, 0.02),
+        "playback took {wall} s of wall time"
+    );
+
+    // Audio came too, about 50 packets a second for 8 s.
+    assert!(
+        (380..=410).contains(&got.audio.len()),
+        "audio packets {}",
+        got.audio.len()
+    );
+    server.shutdown().await;
+}
+
+fn seqs_first(video: &[(std::time::Instant, media::rtp::RtpPacket)]) -> u16 {
+    // The first packet sent carries the lowest sequence number of the session (modulo wrap):
+    // the earliest arrival is a good enough anchor.
+    video
+        .iter()
+        .min_by_key(|(t, _)| *t)
+        .map(|(_, p)| p.sequence_number)
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn play_with_no_recordings_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), "h264", &[]).await;
+    let got = play(
+        &server,
+        |offer| ClientMessage::Play {
+            offer,
+            looping: true,
+            recordings: None,
+        },
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(
+        got.messages.first(),
+        Some(&ServerMessage::Error(app::protocol::NO_RECORDINGS.into()))
+    );
+    server.shutdown().await;
+}
