@@ -90,7 +90,8 @@ pub fn confirm(message: &str) -> bool {
 }
 
 /// The browser's video codecs for sending (`RTCRtpSender`) or receiving (`RTCRtpReceiver`),
-/// without the repair formats (rtx, red, ulpfec, flexfec), e.g. `VP8`, `H264 (42e01f)`.
+/// one entry per codec with its profiles, without the repair formats (rtx, red, fec):
+/// e.g. `VP8`, `H264 (baseline, main, high 4:4:4)`, `VP9 (profile 0, 2)`.
 pub fn video_codecs(receiving: bool) -> Vec<String> {
     let caps = if receiving {
         RtcRtpReceiver::get_capabilities("video")
@@ -100,35 +101,50 @@ pub fn video_codecs(receiving: bool) -> Vec<String> {
     let Some(caps) = caps else {
         return Vec::new();
     };
-    let mut out: Vec<String> = Vec::new();
-    for codec in caps.get_codecs().iter() {
-        let mime = js_sys::Reflect::get(&codec, &JsValue::from_str("mimeType"))
+    let text = |obj: &JsValue, key: &str| {
+        js_sys::Reflect::get(obj, &JsValue::from_str(key))
             .ok()
             .and_then(|v| v.as_string())
-            .unwrap_or_default();
+            .unwrap_or_default()
+    };
+    // (codec name, profiles) in the browser's order of preference.
+    let mut codecs: Vec<(String, Vec<String>)> = Vec::new();
+    for codec in caps.get_codecs().iter() {
+        let mime = text(&codec, "mimeType");
         let name = mime.strip_prefix("video/").unwrap_or(&mime).to_string();
         let lower = name.to_ascii_lowercase();
-        if name.is_empty() || ["rtx", "red", "ulpfec", "flexfec-03"].contains(&lower.as_str()) {
+        if name.is_empty() || matches!(lower.as_str(), "rtx" | "red" | "ulpfec" | "flexfec-03") {
             continue;
         }
-        let fmtp = js_sys::Reflect::get(&codec, &JsValue::from_str("sdpFmtpLine"))
-            .ok()
-            .and_then(|v| v.as_string())
-            .unwrap_or_default();
-        let detail = fmtp_summary(&lower, &fmtp);
-        let label = match detail {
-            Some(d) => format!("{name} ({d})"),
-            None => name,
+        let profile = codec_profile(&lower, &text(&codec, "sdpFmtpLine"));
+        let entry = match codecs.iter_mut().find(|(n, _)| *n == name) {
+            Some(entry) => entry,
+            None => {
+                codecs.push((name, Vec::new()));
+                codecs.last_mut().expect("just pushed")
+            }
         };
-        if !out.contains(&label) {
-            out.push(label);
+        if let Some(p) = profile
+            && !entry.1.contains(&p)
+        {
+            entry.1.push(p);
         }
     }
-    out
+    codecs
+        .into_iter()
+        .map(|(name, profiles)| {
+            let lower = name.to_ascii_lowercase();
+            match (lower.as_str(), profiles.is_empty()) {
+                (_, true) => name,
+                ("vp9" | "av1", false) => format!("{name} (profile {})", profiles.join(", ")),
+                _ => format!("{name} ({})", profiles.join(", ")),
+            }
+        })
+        .collect()
 }
 
-/// The interesting part of a codec's fmtp line: H.264's profile, VP9/AV1's profile.
-fn fmtp_summary(codec: &str, fmtp: &str) -> Option<String> {
+/// A codec's profile from its fmtp line: H.264's profile name, VP9/AV1's profile number.
+fn codec_profile(codec: &str, fmtp: &str) -> Option<String> {
     let param = |key: &str| {
         fmtp.split(';')
             .filter_map(|kv| kv.trim().split_once('='))
@@ -137,25 +153,16 @@ fn fmtp_summary(codec: &str, fmtp: &str) -> Option<String> {
     };
     match codec {
         "h264" => param("profile-level-id").map(|p| {
-            let profile = match p.get(..2).map(str::to_ascii_lowercase).as_deref() {
-                Some("42") => "baseline",
-                Some("4d") => "main",
-                Some("64") => "high",
-                Some("f4") => "high 4:4:4",
-                _ => "",
-            };
-            let mode = match param("packetization-mode").as_deref() {
-                Some("1") => ", mode 1",
-                _ => "",
-            };
-            if profile.is_empty() {
-                format!("{p}{mode}")
-            } else {
-                format!("{profile} {p}{mode}")
+            match p.get(..2).map(str::to_ascii_lowercase).as_deref() {
+                Some("42") => "baseline".to_string(),
+                Some("4d") => "main".to_string(),
+                Some("64") => "high".to_string(),
+                Some("f4") => "high 4:4:4".to_string(),
+                _ => p,
             }
         }),
-        "vp9" => param("profile-id").map(|p| format!("profile {p}")),
-        "av1" => param("profile").map(|p| format!("profile {p}")),
+        "vp9" => param("profile-id"),
+        "av1" => param("profile"),
         _ => None,
     }
 }

@@ -162,6 +162,7 @@ pub fn LogPanel(log: Log) -> impl IntoView {
                 <For each=move || lines.get() key=|l| l.seq let(line)>
                     <li class=format!("log-line {}", line.level.class())>
                         <time>{line.time}</time>
+                        " "
                         <span class="log-text">{line.text}</span>
                     </li>
                 </For>
@@ -177,7 +178,9 @@ pub fn ErrorBanner(error: RwSignal<Option<String>>) -> impl IntoView {
         <Show when=move || error.with(Option::is_some)>
             <div class="error-banner" role="alert" data-testid="error">
                 <span class="error-icon" aria-hidden="true">"!"</span>
-                <p class="error-text">{move || error.get().unwrap_or_default()}</p>
+                <p class="error-text" data-testid="error-text">
+                    {move || error.get().unwrap_or_default()}
+                </p>
                 <button
                     type="button"
                     class="btn small ghost"

@@ -158,8 +158,8 @@ fn RecordingsSection(first: Result<Vec<RecordingMeta>, ServerFnError>) -> impl I
                                 <th scope="col">"Created"</th>
                                 <th scope="col">"Duration"</th>
                                 <th scope="col">"Codec"</th>
+                                <th scope="col">"Resolution"</th>
                                 <th scope="col">"Size"</th>
-                                <th scope="col">"File"</th>
                                 <th scope="col">"State"</th>
                                 <th scope="col"><span class="sr-only">"Actions"</span></th>
                             </tr>
@@ -330,8 +330,8 @@ fn RecordingRow(
             </td>
             <td data-label="Duration" class="num">{format_duration(meta.duration_ms)}</td>
             <td data-label="Codec">{codec}</td>
-            <td data-label="Size" class="num">{dims}</td>
-            <td data-label="File" class="num">{format_bytes(meta.bytes)}</td>
+            <td data-label="Resolution" class="num">{dims}</td>
+            <td data-label="Size" class="num">{format_bytes(meta.bytes)}</td>
             <td data-label="State">
                 <span class=format!("badge {state_class}")>{state_text}</span>
             </td>

@@ -174,11 +174,31 @@ pub fn PlayPage() -> impl IntoView {
             <button
                 type="button"
                 class="btn small mute"
+                class:muted=move || ui.muted.get()
                 data-testid="unmute"
-                aria-pressed=move || (!ui.muted.get()).to_string()
+                data-muted=move || ui.muted.get().to_string()
                 on:click=toggle_mute
             >
-                {move || if ui.muted.get() { "🔇 Unmute" } else { "🔊 Mute" }}
+                <svg class="icon" viewBox="0 0 24 24" width="18" height="18" aria-hidden="true">
+                    <path d="M3 9h4l5-4v14l-5-4H3z" fill="currentColor"></path>
+                    <path
+                        class="icon-muted"
+                        d="M16 9l5 6M21 9l-5 6"
+                        stroke="currentColor"
+                        stroke-width="2"
+                        stroke-linecap="round"
+                        fill="none"
+                    ></path>
+                    <path
+                        class="icon-sound"
+                        d="M16 8.5a5 5 0 0 1 0 7M18.5 6a8.5 8.5 0 0 1 0 12"
+                        stroke="currentColor"
+                        stroke-width="2"
+                        stroke-linecap="round"
+                        fill="none"
+                    ></path>
+                </svg>
+                {move || if ui.muted.get() { "Unmute" } else { "Mute" }}
             </button>
         </div>
     }
