@@ -20,7 +20,7 @@ async fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("info,webrtc=warn,rtc=warn,tower_http=info")),
+                .unwrap_or_else(|_| EnvFilter::new("info,webrtc=warn,rtc=error,rtc_dtls=error,rtc_ice=error,rtc_srtp=error,tower_http=info")),
         )
         .init();
 

@@ -260,8 +260,9 @@ pub async fn play(
             _ = tokio::time::sleep_until(deadline) => break,
         }
     }
-    // Packets already in flight.
-    while let Ok(ev) = tokio::time::timeout(Duration::from_millis(200), events.recv()).await {
+    // Packets already in flight (bounded: a looping stream never stops by itself).
+    let drain_until = tokio::time::Instant::now() + Duration::from_millis(200);
+    while let Ok(ev) = tokio::time::timeout_at(drain_until, events.recv()).await {
         match ev {
             Some(PeerEvent::Rtp {
                 kind: MediaKind::Video,
