@@ -29,13 +29,23 @@ async fn viewers_loop_choose_and_survive_deletes() {
     let viewers = (0..3).map(|_| {
         play(
             &server,
-            |offer| ClientMessage::Play { offer, looping: false, recordings: None },
+            |offer| ClientMessage::Play {
+                offer,
+                looping: false,
+                recordings: None,
+            },
             Duration::from_secs(20),
         )
     });
     for got in futures::future::join_all(viewers).await {
         assert_eq!(now_playing(&got), vec![a.id.clone(), b.id.clone()]);
-        let wall = got.video.last().unwrap().0.duration_since(got.video[0].0).as_secs_f64();
+        let wall = got
+            .video
+            .last()
+            .unwrap()
+            .0
+            .duration_since(got.video[0].0)
+            .as_secs_f64();
         assert!((wall - 7.967).abs() < 0.16, "viewer took {wall} s");
     }
 
@@ -43,11 +53,20 @@ async fn viewers_loop_choose_and_survive_deletes() {
     // One chosen recording, looping: it starts again after its 4 s.
     let got = play(
         &server,
-        |offer| ClientMessage::Play { offer, looping: true, recordings: Some(vec![b.id.clone()]) },
+        |offer| ClientMessage::Play {
+            offer,
+            looping: true,
+            recordings: Some(vec![b.id.clone()]),
+        },
         Duration::from_secs(6),
     )
     .await;
-    assert_eq!(now_playing(&got), vec![b.id.clone(), b.id.clone()], "{:?}", got.messages);
+    assert_eq!(
+        now_playing(&got),
+        vec![b.id.clone(), b.id.clone()],
+        "{:?}",
+        got.messages
+    );
 
     eprintln!("loop done at {:?}", t0.elapsed());
     // Deleting the second recording while the first plays: it is skipped, the session ends.
@@ -59,7 +78,11 @@ async fn viewers_loop_choose_and_survive_deletes() {
     });
     let got = play(
         &server,
-        |offer| ClientMessage::Play { offer, looping: false, recordings: None },
+        |offer| ClientMessage::Play {
+            offer,
+            looping: false,
+            recordings: None,
+        },
         Duration::from_secs(15),
     )
     .await;
@@ -67,12 +90,16 @@ async fn viewers_loop_choose_and_survive_deletes() {
     eprintln!("delete done at {:?}", t0.elapsed());
     assert_eq!(now_playing(&got), vec![a.id.clone()]);
     assert!(
-        got.messages.iter().any(|m| matches!(m, ServerMessage::Skipped(s) if s.id == b.id)),
+        got.messages
+            .iter()
+            .any(|m| matches!(m, ServerMessage::Skipped(s) if s.id == b.id)),
         "{:?}",
         got.messages
     );
     assert!(
-        got.messages.iter().any(|m| matches!(m, ServerMessage::State(s) if s.phase == "finished")),
+        got.messages
+            .iter()
+            .any(|m| matches!(m, ServerMessage::State(s) if s.phase == "finished")),
         "session finished: {:?}",
         got.messages
     );
@@ -86,12 +113,24 @@ async fn a_viewer_without_the_codec_gets_skips() {
     let server = TestServer::start(dir.path(), "h264", &[]).await;
     let rec = record_fixture(&server, Codec::H264).await;
     // A VP8-only viewer cannot play the H264 clip: SKIPPED names why, then an ERROR.
-    let (client, _events) = Client::view(ViewOptions { video: vec![(Codec::Vp8, 96)], ..Default::default() })
-        .await
-        .unwrap();
+    let (client, _events) = Client::view(ViewOptions {
+        video: vec![(Codec::Vp8, 96)],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let offer = client.offer().await.unwrap();
     let mut ws = server.ws().await;
-    send(&mut ws, ClientMessage::Play { offer, looping: true, recordings: None }.to_json()).await;
+    send(
+        &mut ws,
+        ClientMessage::Play {
+            offer,
+            looping: true,
+            recordings: None,
+        }
+        .to_json(),
+    )
+    .await;
     let answer = match next_msg(&mut ws, Duration::from_secs(10)).await {
         ServerMessage::Answer(b) => app::protocol::SessionDescription::decode(&b).unwrap(),
         other => panic!("{other:?}"),

@@ -38,6 +38,29 @@ fn check_recording(
     assert_eq!((meta.width, meta.height), (640, 480));
     let (_, path) = server.state.store.media_path(&meta.id).unwrap();
     assert_eq!(std::fs::metadata(&path).unwrap().len(), meta.bytes);
+    // Audio and video on one timeline: the fixture's tracks both start at 0 and were sent
+    // together, so the stored tracks must start within 40 ms of each other.
+    let kind = if container == "mp4" {
+        media::container::ContainerKind::Mp4
+    } else {
+        media::container::ContainerKind::Webm
+    };
+    let mut demux =
+        media::container::Demuxer::open(kind, std::fs::File::open(&path).unwrap()).unwrap();
+    let (mut first_video, mut first_audio) = (None, None);
+    while let Some(f) = demux.next_frame().unwrap() {
+        let ms = f.ts * 1000 / u64::from(f.codec.clock_rate());
+        match f.codec.kind() {
+            media::MediaKind::Video => {
+                first_video.get_or_insert(ms);
+            }
+            media::MediaKind::Audio => {
+                first_audio.get_or_insert(ms);
+            }
+        }
+    }
+    let offset = first_video.unwrap() as i64 - first_audio.unwrap() as i64;
+    assert!(offset.abs() <= 40, "A/V offset {offset} ms");
     match ffprobe(&path) {
         Some((duration, errors)) => {
             assert!(

@@ -160,10 +160,21 @@ pub async fn run(
         }
     }
     let id = meta.id.clone();
-    let finished = finalize(recorder, &mut meta, write_error.is_some());
-    meta.note = match (&end, &finished) {
-        (_, Err(e)) => Some(format!("the recording could not be finished: {e}")),
+    let end = match (end, write_error) {
+        (End::WriteFailed(e), _) | (_, Some(e)) => End::WriteFailed(e),
+        (end, None) => end,
+    };
+    let finished = if matches!(end, End::WriteFailed(_)) {
+        // Finishing would write more to a failing disk (and patch sizes for data that never
+        // landed): drop the writer and let `repair` work from what is really on disk.
+        drop(recorder);
+        Ok(())
+    } else {
+        finalize(recorder, &mut meta)
+    };
+    let note = match (&end, &finished) {
         (End::WriteFailed(e), _) => Some(format!("recording ended early: {e}")),
+        (_, Err(e)) => Some(format!("the recording could not be finished: {e}")),
         (End::Limit, _) => Some(format!(
             "recording reached the {} s limit",
             state.config.max_record_seconds
@@ -171,7 +182,37 @@ pub async fn run(
         (End::PeerGone(why), _) => Some(format!("recording ended because {why}")),
         (End::Stopped | End::Shutdown, _) => None,
     };
-    let meta = match tokio::task::spawn_blocking(move || store.finish(meta)).await {
+    if frames == 0 && !matches!(end, End::WriteFailed(_)) {
+        // Nothing arrived (stopped at once, or media never flowed): keep no empty entry.
+        meta.state = RecordingState::Failed;
+        let removed = tokio::task::spawn_blocking(move || {
+            store.finish(meta).and_then(|m| store.delete(&m.id))
+        })
+        .await;
+        if let Ok(Err(e)) = removed {
+            tracing::warn!(%id, error = %e, "could not remove an empty recording");
+        }
+        tracing::info!(%id, "recording session ended without media");
+        let _ = out
+            .send(ServerMessage::Error(
+                "nothing was recorded: no media arrived from the browser".into(),
+            ))
+            .await;
+        return;
+    }
+    let failed = finished.is_err() || matches!(end, End::WriteFailed(_));
+    let saved = tokio::task::spawn_blocking(move || {
+        if failed {
+            // The writer failed (disk full, I/O error): keep what reached the disk, cut back
+            // to its last complete cluster/fragment.
+            Ok(store.repair(meta, note.unwrap_or_default()))
+        } else {
+            meta.note = note;
+            store.finish(meta)
+        }
+    })
+    .await;
+    let meta = match saved {
         Ok(Ok(meta)) => meta,
         Ok(Err(e)) => {
             tracing::error!(%id, error = %e, "could not save recording metadata");
@@ -200,7 +241,7 @@ pub async fn run(
     if let Some(note) = meta
         .note
         .clone()
-        .filter(|_| matches!(end, End::WriteFailed(_) | End::Limit))
+        .filter(|_| failed || matches!(end, End::Limit))
     {
         let _ = out.send(ServerMessage::Error(note)).await;
     }
@@ -235,7 +276,6 @@ fn drain(
 fn finalize(
     recorder: Recorder<Box<dyn MediaSink>>,
     meta: &mut RecordingMeta,
-    failed_before: bool,
 ) -> Result<(), String> {
     match recorder.finish_into_inner() {
         Ok((summary, mut sink)) => {
@@ -248,9 +288,6 @@ fn finalize(
             } else {
                 RecordingState::Failed
             };
-            if failed_before && meta.state == RecordingState::Complete {
-                tracing::warn!(id = %meta.id, "recording finished after a write error");
-            }
             Ok(())
         }
         Err(e) => {

@@ -78,7 +78,10 @@ impl FsStore {
                 }
             };
             let meta = if meta.state == RecordingState::Recording {
-                self.repair(meta)
+                self.repair_file(
+                    meta,
+                    "recovered after the server stopped mid-recording".into(),
+                )
             } else {
                 meta
             };
@@ -89,8 +92,8 @@ impl FsStore {
         Ok(())
     }
 
-    /// Repairs a recording a crash left unfinished.
-    fn repair(&self, mut meta: RecordingMeta) -> RecordingMeta {
+    /// Repairs a recording a crash or a write error left unfinished.
+    fn repair_file(&self, mut meta: RecordingMeta, note: String) -> RecordingMeta {
         let path = self.media_file(&meta);
         let kind = container_kind(&meta.container);
         let result = OpenOptions::new()
@@ -108,12 +111,12 @@ impl FsStore {
             Ok(summary) => {
                 apply_summary(&mut meta, &summary);
                 meta.state = RecordingState::Recovered;
-                meta.note = Some("recovered after the server stopped mid-recording".into());
+                meta.note = Some(note);
                 tracing::info!(id = %meta.id, duration_ms = meta.duration_ms, "recovered recording");
             }
             Err(reason) => {
                 meta.state = RecordingState::Failed;
-                meta.note = Some(format!("could not be recovered: {reason}"));
+                meta.note = Some(format!("{note}; could not be recovered: {reason}"));
                 tracing::warn!(id = %meta.id, %reason, "recording could not be recovered");
             }
         }
@@ -267,6 +270,17 @@ impl RecordingStore for FsStore {
         self.write_meta(&meta)?;
         index.insert(meta.id.clone(), meta.clone());
         Ok(meta)
+    }
+
+    fn repair(&self, meta: RecordingMeta, note: String) -> RecordingMeta {
+        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+        let mut meta = meta;
+        if let Some(current) = index.get(&meta.id) {
+            meta.name = current.name.clone();
+        }
+        let meta = self.repair_file(meta, note);
+        index.insert(meta.id.clone(), meta.clone());
+        meta
     }
 
     fn list(&self) -> Vec<RecordingMeta> {

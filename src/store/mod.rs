@@ -74,6 +74,11 @@ pub trait RecordingStore: Send + Sync + 'static {
     /// Persists the final metadata of a recording (state, duration, counts...).
     fn finish(&self, meta: RecordingMeta) -> Result<RecordingMeta, StoreError>;
 
+    /// Repairs a recording whose writing failed (disk full, I/O error) or was cut short:
+    /// cuts the media back to its last complete cluster/fragment, finalizes it, and persists
+    /// the metadata as `recovered` (or `failed` when nothing can be saved), with `note`.
+    fn repair(&self, meta: RecordingMeta, note: String) -> RecordingMeta;
+
     /// Every recording, oldest first.
     fn list(&self) -> Vec<RecordingMeta>;
 

@@ -12,7 +12,9 @@ use media::{Codec, Frame, MediaKind};
 use pion_the_sky::config::Config;
 use pion_the_sky::rtc::PeerEvent;
 use pion_the_sky::rtc::client::{Client, RecordOptions, ViewOptions};
+use pion_the_sky::store::RecordingStore;
 use pion_the_sky::{AppState, leptos_options};
+use std::sync::Arc;
 use tokio_tungstenite::tungstenite::Message;
 
 pub type Ws =
@@ -28,6 +30,16 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a server recording `vcodec` into `data_dir`, ICE on loopback only.
     pub async fn start(data_dir: &Path, vcodec: &str, extra: &[&str]) -> TestServer {
+        Self::start_with(data_dir, vcodec, extra, |store| store).await
+    }
+
+    /// Like `start`, with the store wrapped (e.g. to inject disk errors).
+    pub async fn start_with(
+        data_dir: &Path,
+        vcodec: &str,
+        extra: &[&str],
+        wrap: impl FnOnce(Arc<dyn RecordingStore>) -> Arc<dyn RecordingStore>,
+    ) -> TestServer {
         let mut args: Vec<String> = [
             "pion-the-sky",
             &format!("-vcodec={vcodec}"),
@@ -42,7 +54,9 @@ impl TestServer {
         let config = Config::parse_from_args(args).unwrap_or_else(|e| panic!("{}", e.message));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let state = AppState::new(config, leptos_options(Path::new("target/site"), addr)).unwrap();
+        let mut state =
+            AppState::new(config, leptos_options(Path::new("target/site"), addr)).unwrap();
+        state.store = wrap(state.store.clone());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(
             pion_the_sky::serve(state.clone(), listener, async move {
@@ -175,6 +189,15 @@ pub async fn send_media(client: &Client, video: &[Frame], audio: &[Frame]) -> us
 
 /// Records the fixture through `/ws` with an in-process client; returns the RECORDING metadata.
 pub async fn record_fixture(server: &TestServer, video: Codec) -> RecordingMeta {
+    let messages = record_fixture_messages(server, video).await;
+    match messages.last() {
+        Some(ServerMessage::Recording(meta)) => meta.clone(),
+        _ => panic!("expected RECORDING, got {messages:?}"),
+    }
+}
+
+/// Records the fixture and returns every message after the ANSWER up to RECORDING.
+pub async fn record_fixture_messages(server: &TestServer, video: Codec) -> Vec<ServerMessage> {
     let (client, _events) = Client::record(RecordOptions {
         video,
         video_pt: if video == Codec::H264 { 125 } else { 120 },
@@ -200,12 +223,17 @@ pub async fn record_fixture(server: &TestServer, video: Codec) -> RecordingMeta 
     // Let the last packets land before stopping.
     tokio::time::sleep(Duration::from_millis(300)).await;
     send(&mut ws, ClientMessage::Stop.to_json()).await;
-    let meta = match next_msg(&mut ws, Duration::from_secs(10)).await {
-        ServerMessage::Recording(meta) => meta,
-        other => panic!("expected RECORDING, got {other:?}"),
-    };
+    let mut messages = Vec::new();
+    loop {
+        let msg = next_msg(&mut ws, Duration::from_secs(10)).await;
+        let done = matches!(msg, ServerMessage::Recording(_));
+        messages.push(msg);
+        if done {
+            break;
+        }
+    }
     client.close().await;
-    meta
+    messages
 }
 
 /// What a viewer received.
