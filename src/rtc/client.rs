@@ -120,7 +120,7 @@ impl Client {
             video: vec![choice(options.video, options.video_pt)?],
         };
         let net = client_net(options.ice_ip)?;
-        let (core, events) = Core::build(&net, &plan).await?;
+        let (core, events) = Core::build(&net, &plan, peer::DtlsAnswerRole::Client).await?;
         let stream_id = format!("client-{:08x}", peer::random_u32());
         let audio_ssrc = peer::random_u32();
         let video_ssrc = peer::random_u32();
@@ -172,7 +172,7 @@ impl Client {
             video,
         };
         let net = client_net(options.ice_ip)?;
-        let (core, events) = Core::build(&net, &plan).await?;
+        let (core, events) = Core::build(&net, &plan, peer::DtlsAnswerRole::Client).await?;
         for kind in [MediaKind::Audio, MediaKind::Video] {
             core.pc
                 .add_transceiver_from_kind(

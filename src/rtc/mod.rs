@@ -208,7 +208,7 @@ impl Rtc {
     ) -> Result<(RecorderPeer, SessionDescription, mpsc::Receiver<PeerEvent>), RtcError> {
         let plan = sdp::plan_recorder(&offer.sdp, video)?;
         let desc = library_offer(offer)?;
-        let (core, events) = Core::build(&self.net, &plan).await?;
+        let (core, events) = Core::build(&self.net, &plan, peer::DtlsAnswerRole::Server).await?;
         let peer = RecorderPeer { core };
         let answer = self.answer(&peer.core, desc, || async { Ok(()) }).await;
         match answer {
@@ -230,7 +230,7 @@ impl Rtc {
     ) -> Result<(ViewerPeer, SessionDescription, mpsc::Receiver<PeerEvent>), RtcError> {
         let plan = sdp::plan_viewer(&offer.sdp)?;
         let desc = library_offer(offer)?;
-        let (core, events) = Core::build(&self.net, &plan).await?;
+        let (core, events) = Core::build(&self.net, &plan, peer::DtlsAnswerRole::Client).await?;
         let stream_id = format!("pion-the-sky-{:08x}", peer::random_u32());
         let audio = plan.audio.as_ref().map(|choice| {
             let ssrc = peer::random_u32();

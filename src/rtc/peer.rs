@@ -538,11 +538,24 @@ pub(crate) struct Core {
     remote_video_ssrc: Arc<AtomicU32>,
 }
 
+/// The DTLS role a peer takes when it answers.
+///
+/// The DTLS server finishes its handshake half a round trip before the client. The side that
+/// *receives* media should finish first, or the sender's first packets (the keyframe) arrive
+/// before the receiver has SRTP keys and are dropped. So a recorder answers as DTLS server and
+/// a viewer as DTLS client. (Offerers in tests use `Client`; the role only applies to answers.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DtlsAnswerRole {
+    Server,
+    Client,
+}
+
 impl Core {
     /// Builds the connection (binding its sockets and starting its driver task).
     pub(crate) async fn build(
         net: &Net,
         plan: &Plan,
+        role: DtlsAnswerRole,
     ) -> Result<(Core, mpsc::Receiver<PeerEvent>), RtcError> {
         let (events, rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
         let (engine, registry) = media_engine(plan)?;
@@ -566,6 +579,10 @@ impl Core {
         // the browser's checks arrive and become peer-reflexive candidates.
         let settings = SettingEngineBuilder::new()
             .with_multicast_dns_mode(::rtc::ice::mdns::MulticastDnsMode::Disabled)
+            .with_answering_dtls_role(match role {
+                DtlsAnswerRole::Server => ::rtc::peer_connection::transport::RTCDtlsRole::Server,
+                DtlsAnswerRole::Client => ::rtc::peer_connection::transport::RTCDtlsRole::Client,
+            })
             .build();
         let config = RTCConfigurationBuilder::new()
             .with_ice_servers(net.ice_servers.clone())

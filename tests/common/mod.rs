@@ -213,6 +213,8 @@ pub async fn record_fixture_messages(server: &TestServer, video: Codec) -> Vec<S
         ServerMessage::Answer(b64) => SessionDescription::decode(&b64).expect("answer decodes"),
         other => panic!("expected ANSWER, got {other:?}"),
     };
+    // The recorder answers as DTLS server, so it has its keys before the browser sends.
+    assert!(answer.sdp.contains("a=setup:passive"), "{}", answer.sdp);
     client.set_answer(&answer).await.expect("answer applies");
     client
         .wait_connected(Duration::from_secs(10))
@@ -263,6 +265,8 @@ pub async fn play(
             return got;
         }
     };
+    // The viewer's answer makes the server DTLS client: the browser has its keys first.
+    assert!(answer.sdp.contains("a=setup:active"), "{}", answer.sdp);
     client.set_answer(&answer).await.expect("answer applies");
     let deadline = tokio::time::Instant::now() + limit;
     loop {
