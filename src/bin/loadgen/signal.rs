@@ -1,0 +1,97 @@
+//! The `/ws` signaling socket as a client sees it: requests out, server messages in.
+//!
+//! A reader task drains the socket all the time (the server's once-a-second STATE must never
+//! back up) and forwards everything except progress STATEs; `phase: "finished"` is forwarded.
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use app::protocol::{ClientMessage, ServerMessage};
+use futures::stream::SplitSink;
+use futures::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+pub struct Signal {
+    sink: SplitSink<Ws, Message>,
+    rx: mpsc::Receiver<ServerMessage>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Signal {
+    pub async fn connect(addr: SocketAddr) -> Result<Signal, String> {
+        let url = format!("ws://{addr}/ws");
+        let (ws, _) = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio_tungstenite::connect_async(url),
+        )
+        .await
+        .map_err(|_| "websocket connect timed out".to_string())?
+        .map_err(|e| format!("websocket connect: {e}"))?;
+        let (sink, mut stream) = ws.split();
+        let (tx, rx) = mpsc::channel(64);
+        let reader = tokio::spawn(async move {
+            // Ends when the socket closes or the receiver is dropped.
+            while let Some(Ok(msg)) = stream.next().await {
+                let Message::Text(text) = msg else { continue };
+                let Ok(parsed) = serde_json::from_str::<ServerMessage>(&text) else {
+                    continue;
+                };
+                if matches!(&parsed, ServerMessage::State(s) if s.phase != "finished") {
+                    continue;
+                }
+                if tx.send(parsed).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Signal { sink, rx, reader })
+    }
+
+    pub async fn send(&mut self, msg: &ClientMessage) -> Result<(), String> {
+        self.sink
+            .send(Message::Text(msg.to_json().into()))
+            .await
+            .map_err(|e| format!("websocket send: {e}"))
+    }
+
+    /// The next server message, or an error when the socket closed or `timeout` passed.
+    pub async fn next(&mut self, timeout: Duration) -> Result<ServerMessage, String> {
+        match tokio::time::timeout(timeout, self.rx.recv()).await {
+            Ok(Some(m)) => Ok(m),
+            Ok(None) => Err("the server closed the websocket".into()),
+            Err(_) => Err(format!("no server message within {timeout:?}")),
+        }
+    }
+
+    /// A message if one is waiting.
+    pub fn try_next(&mut self) -> Option<ServerMessage> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Waits for a message (for `select!`); `None` once the socket is closed.
+    pub async fn recv(&mut self) -> Option<ServerMessage> {
+        self.rx.recv().await
+    }
+
+    pub async fn close(mut self) {
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.sink.close()).await;
+        self.reader.abort();
+    }
+}
+
+/// Waits for ANSWER; an ERROR (or anything else) is the session's failure.
+pub async fn expect_answer(
+    signal: &mut Signal,
+    timeout: Duration,
+) -> Result<app::protocol::SessionDescription, String> {
+    match signal.next(timeout).await? {
+        ServerMessage::Answer(b64) => {
+            app::protocol::SessionDescription::decode(&b64).map_err(|e| format!("bad ANSWER: {e}"))
+        }
+        ServerMessage::Error(e) => Err(format!("server ERROR: {e}")),
+        other => Err(format!("expected ANSWER, got {other:?}")),
+    }
+}
