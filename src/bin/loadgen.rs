@@ -112,8 +112,9 @@ struct Common {
     /// Where the fixtures are.
     #[arg(long, default_value = DEFAULT_FIXTURES)]
     fixtures: PathBuf,
-    /// Recorders wait this long after "connected" before sending media (see session.rs).
-    #[arg(long, default_value_t = 300)]
+    /// Recorders wait this long after "connected" before sending media. 0 since the server
+    /// answers recorders as DTLS server (it has its keys before the client sends).
+    #[arg(long, default_value_t = 0)]
     media_delay_ms: u64,
     /// --max-sessions for the spawned server (default: enough for the run).
     #[arg(long)]
@@ -189,6 +190,10 @@ struct ChurnArgs {
     /// For --kind play: recordings to make first.
     #[arg(long, default_value_t = 1)]
     seed_recordings: usize,
+    /// Sessions run before the memory baseline is taken, so first-use allocations (thread
+    /// pools, crypto tables, allocator arenas) are not counted as growth.
+    #[arg(long, default_value_t = 20)]
+    warmup_sessions: usize,
     #[command(flatten)]
     common: Common,
 }
@@ -593,6 +598,23 @@ async fn run(cli: Cli) -> Result<Value, String> {
             }
             _ => {}
         }
+        if let Cmd::Churn(a) = &cli.cmd
+            && a.warmup_sessions > 0
+        {
+            let live = Arc::new(Live::default());
+            let sem = Arc::new(tokio::sync::Semaphore::new(a.concurrency.max(1)));
+            let limit = Duration::from_secs(300);
+            let (kind, seconds) = (a.kind, a.session_seconds);
+            let (results, _) = run_all(a.warmup_sessions, Duration::ZERO, limit, |_| {
+                let (f, l, sem) = (fixture.clone(), live.clone(), sem.clone());
+                async move {
+                    let _permit = sem.acquire_owned().await;
+                    churn_session(kind, addr, f, seconds, delay, codec, &l).await
+                }
+            })
+            .await;
+            seeded = json!({ "warmup_sessions": results.len(), "seeded": seeded });
+        }
         if !seeded.is_null() {
             tokio::time::sleep(Duration::from_secs_f64(common.settle_seconds)).await;
         }
@@ -684,19 +706,10 @@ async fn run(cli: Cli) -> Result<Value, String> {
                     let (f, l, sem) = (fixture.clone(), live.clone(), sem.clone());
                     async move {
                         let _permit = sem.acquire_owned().await;
-                        match kind {
-                            ChurnKind::Record => One::R(session::record(addr, f, seconds, delay, &l).await),
-                            ChurnKind::Play => One::V(session::view(addr, ViewLength::FirstKeyframe, &l).await),
-                            ChurnKind::Connect => One::C(session::connect(addr, codec, &l).await),
-                        }
+                        churn_session(kind, addr, f, seconds, delay, codec, &l).await
                     }
                 })
                 .await;
-                enum One {
-                    R(RecordResult),
-                    V(ViewResult),
-                    C(ConnectResult),
-                }
                 for one in results {
                     match one {
                         One::R(r) => out.records.push(r),
@@ -845,4 +858,27 @@ fn main() {
     }
     // Session tasks that were aborted may still hold sockets; do not wait for them.
     runtime.shutdown_timeout(Duration::from_secs(2));
+}
+
+/// One session of a churn run.
+enum One {
+    R(RecordResult),
+    V(ViewResult),
+    C(ConnectResult),
+}
+
+async fn churn_session(
+    kind: ChurnKind,
+    addr: SocketAddr,
+    fixture: Arc<Fixture>,
+    seconds: f64,
+    delay: Duration,
+    codec: Codec,
+    live: &Live,
+) -> One {
+    match kind {
+        ChurnKind::Record => One::R(session::record(addr, fixture, seconds, delay, live).await),
+        ChurnKind::Play => One::V(session::view(addr, ViewLength::FirstKeyframe, live).await),
+        ChurnKind::Connect => One::C(session::connect(addr, codec, live).await),
+    }
 }

@@ -46,6 +46,14 @@ pub fn start(
     })?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let state = state.clone();
+    let sessions = state.sessions.clone();
+    let max_sessions = state.config.max_sessions;
+    // When the last session ends, hand freed memory back to the OS (see `release_free_memory`).
+    let permit = IdleHook {
+        _permit: permit,
+        sessions,
+        max_sessions,
+    };
     let task = match request {
         ClientMessage::Record { offer } => tokio::spawn(async move {
             record::run(state, offer, out, stop_rx).await;
@@ -65,6 +73,34 @@ pub fn start(
         stop: stop_tx,
         task: Some(task),
     })
+}
+
+/// A session permit that, when the last running session returns it, trims the heap.
+struct IdleHook {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    sessions: std::sync::Arc<tokio::sync::Semaphore>,
+    max_sessions: usize,
+}
+
+impl Drop for IdleHook {
+    fn drop(&mut self) {
+        // Our permit is returned after this body runs, hence the `+ 1`.
+        if self.sessions.available_permits() + 1 == self.max_sessions {
+            release_free_memory();
+        }
+    }
+}
+
+/// glibc keeps the memory of freed sessions in its arenas (many threads, many arenas), so the
+/// server's RSS would stay at its high-water mark after a busy period. Trimming when the server
+/// goes idle returns it to the OS; it costs a few milliseconds and runs only then.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks glibc's own heap structures under its locks; it takes no
+    // pointers from us and is safe to call from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Microseconds since `start`.
