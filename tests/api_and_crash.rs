@@ -6,12 +6,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use app::protocol::{
-    ClientMessage, RecordingMeta, RecordingState, ServerMessage, SessionDescription,
-};
+use app::protocol::{RecordingMeta, RecordingState};
 use common::*;
 use media::Codec;
-use pion_the_sky::rtc::client::{Client, RecordOptions};
 
 /// A tiny HTTP/1.1 client (Connection: close): status, headers, body.
 fn http(
@@ -252,21 +249,7 @@ async fn kill_9_mid_recording_then_restart_keeps_the_recording() {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut proc = spawn_server(dir.path(), port);
 
-    let (client, _) = Client::record(RecordOptions::default()).await.unwrap();
-    let offer = client.offer().await.unwrap();
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
-        .await
-        .unwrap();
-    send(&mut ws, ClientMessage::Record { offer }.to_json()).await;
-    let answer = match next_msg(&mut ws, Duration::from_secs(10)).await {
-        ServerMessage::Answer(b) => SessionDescription::decode(&b).unwrap(),
-        other => panic!("{other:?}"),
-    };
-    client.set_answer(&answer).await.unwrap();
-    client
-        .wait_connected(Duration::from_secs(10))
-        .await
-        .unwrap();
+    let (client, _ws) = start_recording(addr, Codec::Vp8).await;
     let (v, a) = fixture_frames(Codec::Vp8);
     send_media(&client, &v[..90], &a[..150]).await; // 3 s
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -172,19 +172,7 @@ async fn a_second_session_on_one_socket_is_refused() {
 async fn closing_the_socket_mid_recording_keeps_the_recording() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path(), "vp8", &[]).await;
-    let (client, _) = Client::record(RecordOptions::default()).await.unwrap();
-    let offer = client.offer().await.unwrap();
-    let mut ws = server.ws().await;
-    send(&mut ws, ClientMessage::Record { offer }.to_json()).await;
-    let answer = match next_msg(&mut ws, Duration::from_secs(10)).await {
-        ServerMessage::Answer(b) => SessionDescription::decode(&b).unwrap(),
-        other => panic!("{other:?}"),
-    };
-    client.set_answer(&answer).await.unwrap();
-    client
-        .wait_connected(Duration::from_secs(10))
-        .await
-        .unwrap();
+    let (client, ws) = start_recording(server.addr, Codec::Vp8).await;
     let (v, a) = fixture_frames(Codec::Vp8);
     // Send the first two seconds, then vanish without STOP.
     send_media(&client, &v[..60], &a[..100]).await;

@@ -38,50 +38,35 @@ pub async fn run(
         }
     };
     let store = state.store.clone();
-    let Some(container) = ContainerKind::for_video(video) else {
-        let _ = out
-            .send(ServerMessage::Error(format!(
-                "{video:?} cannot be recorded"
-            )))
-            .await;
-        peer.close().await;
-        return;
-    };
-    let new = match store.create(container, Some(video), true) {
-        Ok(n) => n,
-        Err(e) => {
-            let _ = out
-                .send(ServerMessage::Error(format!("cannot start recording: {e}")))
-                .await;
-            peer.close().await;
-            return;
-        }
-    };
-    let mut meta = new.meta;
-    tracing::info!(id = %meta.id, ?video, "recording session started");
-    let _ = out.send(ServerMessage::Answer(answer.encode())).await;
-
-    let counting = Counting::new(new.sink);
-    let written = counting.written.clone();
-    let sink: Box<dyn MediaSink> = Box::new(counting);
-    let mut recorder = match Recorder::new(
-        container,
-        sink,
-        RecorderConfig {
+    let opened = (|| -> Result<_, String> {
+        let container = ContainerKind::for_video(video)
+            .ok_or_else(|| format!("{video:?} cannot be recorded"))?;
+        let new = store
+            .create(container, Some(video), true)
+            .map_err(|e| format!("cannot start recording: {e}"))?;
+        let counting = Counting::new(new.sink);
+        let written = counting.written.clone();
+        let sink: Box<dyn MediaSink> = Box::new(counting);
+        let config = RecorderConfig {
             video: Some(video),
             audio: true,
             max_fragment_ms: 1000,
-        },
-    ) {
-        Ok(r) => r,
+        };
+        let recorder = Recorder::new(container, sink, config)
+            .map_err(|e| format!("cannot start recording: {e}"))?;
+        Ok((new.meta, recorder, written))
+    })();
+    let (mut meta, mut recorder, written) = match opened {
+        Ok(x) => x,
         Err(e) => {
-            let _ = out
-                .send(ServerMessage::Error(format!("cannot start recording: {e}")))
-                .await;
+            let _ = out.send(ServerMessage::Error(e)).await;
             peer.close().await;
             return;
         }
     };
+    tracing::info!(id = %meta.id, ?video, "recording session started");
+    let _ = out.send(ServerMessage::Answer(answer.encode())).await;
+
     let mut video_depack = Depacketizer::new(video);
     let mut audio_depack = Depacketizer::new(Codec::Opus);
     let mut timeline = Timeline::new();

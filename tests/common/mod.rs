@@ -196,8 +196,9 @@ pub async fn record_fixture(server: &TestServer, video: Codec) -> RecordingMeta 
     }
 }
 
-/// Records the fixture and returns every message after the ANSWER up to RECORDING.
-pub async fn record_fixture_messages(server: &TestServer, video: Codec) -> Vec<ServerMessage> {
+/// Starts a recording on the server at `addr` the way a browser does: offer over `/ws`,
+/// ANSWER back (checked to make the server DTLS server), connection up.
+pub async fn start_recording(addr: SocketAddr, video: Codec) -> (Client, Ws) {
     let (client, _events) = Client::record(RecordOptions {
         video,
         video_pt: if video == Codec::H264 { 125 } else { 120 },
@@ -207,7 +208,9 @@ pub async fn record_fixture_messages(server: &TestServer, video: Codec) -> Vec<S
     .await
     .expect("client");
     let offer = client.offer().await.expect("offer");
-    let mut ws = server.ws().await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .expect("websocket connects");
     send(&mut ws, ClientMessage::Record { offer }.to_json()).await;
     let answer = match next_msg(&mut ws, Duration::from_secs(10)).await {
         ServerMessage::Answer(b64) => SessionDescription::decode(&b64).expect("answer decodes"),
@@ -220,6 +223,12 @@ pub async fn record_fixture_messages(server: &TestServer, video: Codec) -> Vec<S
         .wait_connected(Duration::from_secs(10))
         .await
         .expect("connected");
+    (client, ws)
+}
+
+/// Records the fixture and returns every message after the ANSWER up to RECORDING.
+pub async fn record_fixture_messages(server: &TestServer, video: Codec) -> Vec<ServerMessage> {
+    let (client, mut ws) = start_recording(server.addr, video).await;
     let (v, a) = fixture_frames(video);
     send_media(&client, &v, &a).await;
     // Let the last packets land before stopping.
