@@ -23,20 +23,9 @@ async fn viewers_loop_choose_and_survive_deletes() {
     let server = TestServer::start(dir.path(), "vp8", &[]).await;
     let a = record_fixture(&server, Codec::Vp8).await;
     let b = record_fixture(&server, Codec::Vp8).await;
-    let t0 = std::time::Instant::now();
 
     // Three viewers at once, each paced on its own, each gets both clips in order.
-    let viewers = (0..3).map(|_| {
-        play(
-            &server,
-            |offer| ClientMessage::Play {
-                offer,
-                looping: false,
-                recordings: None,
-            },
-            Duration::from_secs(20),
-        )
-    });
+    let viewers = (0..3).map(|_| play_all_once(&server, Duration::from_secs(20)));
     for got in futures::future::join_all(viewers).await {
         assert_eq!(now_playing(&got), vec![a.id.clone(), b.id.clone()]);
         let wall = got
@@ -48,8 +37,6 @@ async fn viewers_loop_choose_and_survive_deletes() {
             .as_secs_f64();
         assert!((wall - 7.967).abs() < 0.16, "viewer took {wall} s");
     }
-
-    eprintln!("3 viewers done at {:?}", t0.elapsed());
     // One chosen recording, looping: it starts again after its 4 s.
     let got = play(
         &server,
@@ -67,8 +54,6 @@ async fn viewers_loop_choose_and_survive_deletes() {
         "{:?}",
         got.messages
     );
-
-    eprintln!("loop done at {:?}", t0.elapsed());
     // Deleting the second recording while the first plays: it is skipped, the session ends.
     let store = server.state.store.clone();
     let b_id = b.id.clone();
@@ -76,18 +61,8 @@ async fn viewers_loop_choose_and_survive_deletes() {
         tokio::time::sleep(Duration::from_secs(2)).await;
         store.delete(&b_id).unwrap();
     });
-    let got = play(
-        &server,
-        |offer| ClientMessage::Play {
-            offer,
-            looping: false,
-            recordings: None,
-        },
-        Duration::from_secs(15),
-    )
-    .await;
+    let got = play_all_once(&server, Duration::from_secs(15)).await;
     deleter.await.unwrap();
-    eprintln!("delete done at {:?}", t0.elapsed());
     assert_eq!(now_playing(&got), vec![a.id.clone()]);
     assert!(
         got.messages

@@ -100,16 +100,7 @@ async fn records_both_codecs_then_plays_them_in_order_with_continuity() {
         "oldest first"
     );
 
-    let got = play(
-        &server,
-        |offer| ClientMessage::Play {
-            offer,
-            looping: false,
-            recordings: None,
-        },
-        Duration::from_secs(20),
-    )
-    .await;
+    let got = play_all_once(&server, Duration::from_secs(20)).await;
 
     // Now-playing walks through both clips in order.
     let playing: Vec<(String, usize, usize)> = got

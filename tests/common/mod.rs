@@ -323,6 +323,20 @@ pub async fn play(
     got
 }
 
+/// Plays every recording once (no loop) and collects what arrives.
+pub async fn play_all_once(server: &TestServer, limit: Duration) -> Received {
+    play(
+        server,
+        |offer| ClientMessage::Play {
+            offer,
+            looping: false,
+            recordings: None,
+        },
+        limit,
+    )
+    .await
+}
+
 /// ffprobe's duration of a file in seconds and whether it printed errors; None without ffprobe.
 pub fn ffprobe(path: &Path) -> Option<(f64, String)> {
     let out = std::process::Command::new("ffprobe")
