@@ -56,6 +56,11 @@ pub struct Config {
     #[arg(long, env = "PION_MAX_SESSIONS", default_value_t = 500)]
     pub max_sessions: usize,
 
+    /// Async worker threads (0 = one per CPU). Fewer threads cost less CPU per stream at low
+    /// load (fewer cross-thread wake-ups); see BENCHMARKS.md.
+    #[arg(long, env = "PION_WORKERS", default_value_t = 0)]
+    pub workers: usize,
+
     /// Seconds between picture loss indications sent to recorders (keyframe requests).
     #[arg(long, env = "PION_PLI_INTERVAL", default_value_t = 3)]
     pub pli_interval: u64,

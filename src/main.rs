@@ -4,8 +4,7 @@ use pion_the_sky::config::Config;
 use pion_the_sky::{AppState, leptos_options, serve, site_root};
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
@@ -17,6 +16,21 @@ async fn main() {
             std::process::exit(e.exit_code);
         }
     };
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if config.workers > 0 {
+        runtime.worker_threads(config.workers);
+    }
+    let runtime = match runtime.enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    runtime.block_on(run(config));
+}
+
+async fn run(config: Config) {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env()

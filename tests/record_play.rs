@@ -223,3 +223,24 @@ async fn play_with_no_recordings_says_so() {
     );
     server.shutdown().await;
 }
+
+/// A browser sends STOP over the websocket while the last frames are still in its pipeline
+/// (and UDP and TCP race on the way): what was captured before the click is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_overtaking_the_last_frame_keeps_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), "vp8", &[]).await;
+    for _ in 0..2 {
+        let messages =
+            record_fixture_messages_stop_at(&server, Codec::Vp8, StopAt::BeforeLastFrame).await;
+        let Some(ServerMessage::Recording(meta)) = messages.last() else {
+            panic!("{messages:?}")
+        };
+        assert_eq!(meta.state, RecordingState::Complete, "{meta:?}");
+        assert_eq!(meta.video_frames, 120, "{meta:?}");
+        // The fixture's first audio frame may precede the first keyframe by a few µs and is
+        // then before the file's t=0; the last ones must be there.
+        assert!((199..=200).contains(&meta.audio_frames), "{meta:?}");
+    }
+    server.shutdown().await;
+}

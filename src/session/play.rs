@@ -89,6 +89,9 @@ pub async fn run(
     let start = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut sent_frames: u64 = 0;
+    // One timer, re-armed for each deadline (cheaper than a new `sleep_until` per packet).
+    let timer = tokio::time::sleep_until(tokio::time::Instant::now());
+    tokio::pin!(timer);
 
     loop {
         let now_us = super::micros_since(start, Instant::now());
@@ -136,8 +139,9 @@ pub async fn run(
             .next_deadline()
             .map(|d| start + Duration::from_micros(d))
             .unwrap_or_else(|| Instant::now() + Duration::from_millis(20));
+        timer.as_mut().reset(wake.into());
         tokio::select! {
-            _ = tokio::time::sleep_until(wake.into()) => {}
+            _ = &mut timer => {}
             ev = events.recv() => match ev {
                 None | Some(PeerEvent::State(PeerState::Failed | PeerState::Closed)) => break,
                 Some(PeerEvent::State(PeerState::Disconnected)) => {

@@ -67,17 +67,22 @@ pub async fn run(
     tracing::info!(id = %meta.id, ?video, "recording session started");
     let _ = out.send(ServerMessage::Answer(answer.encode())).await;
 
-    let mut video_depack = Depacketizer::new(video);
-    let mut audio_depack = Depacketizer::new(Codec::Opus);
-    let mut timeline = Timeline::new();
-    let start = Instant::now();
+    let mut ingest = Ingest {
+        video: Depacketizer::new(video),
+        audio: Depacketizer::new(Codec::Opus),
+        timeline: Timeline::new(),
+        start: Instant::now(),
+        frames: 0,
+    };
+    let start = ingest.start;
     let mut pli = tokio::time::interval(Duration::from_secs(state.config.pli_interval.max(1)));
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let deadline =
-        tokio::time::Instant::now() + Duration::from_secs(state.config.max_record_seconds);
+    // One timer for the whole session: a `sleep_until` built inside `select!` would register
+    // and cancel a timer entry for every packet.
+    let limit = tokio::time::sleep(Duration::from_secs(state.config.max_record_seconds));
+    tokio::pin!(limit);
     let disconnect_timeout = Duration::from_secs(state.config.disconnect_timeout);
     let mut disconnected_since: Option<Instant> = None;
-    let mut frames: u64 = 0;
     let mut write_error: Option<String> = None;
 
     let end = loop {
@@ -85,21 +90,15 @@ pub async fn run(
             ev = events.recv() => match ev {
                 None => break End::PeerGone("the peer connection closed"),
                 Some(PeerEvent::Rtp { kind, packet, arrival }) => {
-                    let at = super::micros_since(start, arrival);
-                    let depack = match kind {
-                        MediaKind::Video => &mut video_depack,
-                        MediaKind::Audio => &mut audio_depack,
-                    };
-                    depack.push(packet);
-                    if let Err(e) = drain(depack, kind, at, &mut timeline, &mut recorder, &mut frames) {
+                    if let Err(e) = ingest.rtp(kind, packet, arrival, &mut recorder) {
                         write_error = Some(e);
                         break End::WriteFailed(write_error.clone().unwrap_or_default());
                     }
-                    if video_depack.take_keyframe_request() {
+                    if ingest.video.take_keyframe_request() {
                         peer.request_keyframe().await;
                     }
                 }
-                Some(PeerEvent::SenderReport { kind, ntp, rtp }) => timeline.on_sender_report(kind, ntp, rtp),
+                Some(PeerEvent::SenderReport { kind, ntp, rtp }) => ingest.timeline.on_sender_report(kind, ntp, rtp),
                 Some(PeerEvent::State(PeerState::Connected)) => {
                     disconnected_since = None;
                     peer.request_keyframe().await;
@@ -120,30 +119,57 @@ pub async fn run(
                     phase: "recording".into(),
                     elapsed_ms: start.elapsed().as_millis() as u64,
                     bytes: written.load(std::sync::atomic::Ordering::Relaxed),
-                    frames,
+                    frames: ingest.frames,
                 }));
             }
-            _ = tokio::time::sleep_until(deadline) => break End::Limit,
+            _ = &mut limit => break End::Limit,
             _ = stop.changed() => break End::Stopped,
             _ = state.shutdown.cancelled() => break End::Shutdown,
         }
     };
-    peer.close().await;
 
-    // Whatever the depacketizers still hold that is complete goes into the file.
-    if write_error.is_none() {
-        let at = super::micros_since(start, Instant::now());
-        for (depack, kind) in [
-            (&mut video_depack, MediaKind::Video),
-            (&mut audio_depack, MediaKind::Audio),
-        ] {
-            depack.flush();
-            if let Err(e) = drain(depack, kind, at, &mut timeline, &mut recorder, &mut frames) {
-                write_error = Some(e);
-                break;
+    // STOP (or the limit) can overtake the last packets: they travel over UDP and through the
+    // library while STOP comes over the websocket. Take what had arrived by then (`select!`
+    // picks among ready branches at random, so some may still be queued) and what is still in
+    // flight, but nothing captured after the stop.
+    if write_error.is_none() && matches!(end, End::Stopped | End::Limit | End::Shutdown) {
+        let stopped_at = Instant::now();
+        let grace = if matches!(end, End::Shutdown) {
+            Duration::ZERO
+        } else {
+            STOP_GRACE
+        };
+        while let Ok(Some(ev)) = tokio::time::timeout(
+            STOP_QUIET.min(grace.saturating_sub(stopped_at.elapsed())),
+            events.recv(),
+        )
+        .await
+        {
+            if let PeerEvent::Rtp {
+                kind,
+                packet,
+                arrival,
+            } = ev
+            {
+                if arrival > stopped_at + STOP_SLACK {
+                    break;
+                }
+                if let Err(e) = ingest.rtp(kind, packet, arrival, &mut recorder) {
+                    write_error = Some(e);
+                    break;
+                }
             }
         }
     }
+    peer.close().await;
+
+    // Whatever the depacketizers still hold that is complete goes into the file.
+    if write_error.is_none()
+        && let Err(e) = ingest.flush(&mut recorder)
+    {
+        write_error = Some(e);
+    }
+    let frames = ingest.frames;
     let id = meta.id.clone();
     let end = match (end, write_error) {
         (End::WriteFailed(e), _) | (_, Some(e)) => End::WriteFailed(e),
@@ -219,7 +245,7 @@ pub async fn run(
         video_frames = meta.video_frames,
         audio_frames = meta.audio_frames,
         state = ?meta.state,
-        video_lost = video_depack.stats().lost,
+        video_lost = ingest.video.stats().lost,
         "recording session ended"
     );
     let _ = state.changes.send(());
@@ -233,28 +259,79 @@ pub async fn run(
     let _ = out.send(ServerMessage::Recording(meta)).await;
 }
 
-/// Moves every complete frame from a depacketizer onto the common timeline and into the file.
-fn drain(
-    depack: &mut Depacketizer,
-    kind: MediaKind,
-    arrival_us: u64,
-    timeline: &mut Timeline,
-    recorder: &mut Recorder<Box<dyn MediaSink>>,
-    frames: &mut u64,
-) -> Result<(), String> {
-    while let Some(frame) = depack.pop() {
-        let clock = frame.codec.clock_rate();
-        timeline.observe(kind, clock, frame.ts, arrival_us);
-        let Some(us) = timeline.to_common_us(kind, frame.ts) else {
-            continue;
-        };
-        let ts = us * u64::from(clock) / 1_000_000;
-        recorder
-            .push(Frame { ts, ..frame })
-            .map_err(|e| e.to_string())?;
-        *frames += 1;
+/// After STOP: wait at most this long for packets that were already on their way.
+const STOP_GRACE: Duration = Duration::from_millis(300);
+/// ... and stop waiting once nothing has come for this long.
+const STOP_QUIET: Duration = Duration::from_millis(50);
+/// Packets reaching us up to this long after STOP count as captured before the click (still in
+/// the sender's encoder, pacer or the network); later ones are not recorded.
+const STOP_SLACK: Duration = Duration::from_millis(100);
+
+/// The receive half of a recording: depacketizers and the common timeline.
+struct Ingest {
+    video: Depacketizer,
+    audio: Depacketizer,
+    timeline: Timeline,
+    start: Instant,
+    frames: u64,
+}
+
+impl Ingest {
+    fn rtp(
+        &mut self,
+        kind: MediaKind,
+        packet: media::rtp::RtpPacket,
+        arrival: Instant,
+        recorder: &mut Recorder<Box<dyn MediaSink>>,
+    ) -> Result<(), String> {
+        let at = super::micros_since(self.start, arrival);
+        self.depack(kind).push(packet);
+        self.drain(kind, at, recorder)
     }
-    Ok(())
+
+    /// Whatever the depacketizers still hold that is complete goes into the file.
+    fn flush(&mut self, recorder: &mut Recorder<Box<dyn MediaSink>>) -> Result<(), String> {
+        let at = super::micros_since(self.start, Instant::now());
+        for kind in [MediaKind::Video, MediaKind::Audio] {
+            self.depack(kind).flush();
+            self.drain(kind, at, recorder)?;
+        }
+        Ok(())
+    }
+
+    fn depack(&mut self, kind: MediaKind) -> &mut Depacketizer {
+        match kind {
+            MediaKind::Video => &mut self.video,
+            MediaKind::Audio => &mut self.audio,
+        }
+    }
+
+    /// Moves every complete frame from a depacketizer onto the common timeline and into the
+    /// file.
+    fn drain(
+        &mut self,
+        kind: MediaKind,
+        arrival_us: u64,
+        recorder: &mut Recorder<Box<dyn MediaSink>>,
+    ) -> Result<(), String> {
+        let depack = match kind {
+            MediaKind::Video => &mut self.video,
+            MediaKind::Audio => &mut self.audio,
+        };
+        while let Some(frame) = depack.pop() {
+            let clock = frame.codec.clock_rate();
+            self.timeline.observe(kind, clock, frame.ts, arrival_us);
+            let Some(us) = self.timeline.to_common_us(kind, frame.ts) else {
+                continue;
+            };
+            let ts = us * u64::from(clock) / 1_000_000;
+            recorder
+                .push(Frame { ts, ..frame })
+                .map_err(|e| e.to_string())?;
+            self.frames += 1;
+        }
+        Ok(())
+    }
 }
 
 /// Finishes the container and copies what it reports into the metadata.

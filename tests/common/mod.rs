@@ -150,6 +150,18 @@ pub fn fixture_frames(video: Codec) -> (Vec<Frame>, Vec<Frame>) {
 
 /// Sends frames as RTP, paced in real time by their timestamps (audio and video interleaved).
 pub async fn send_media(client: &Client, video: &[Frame], audio: &[Frame]) -> usize {
+    send_media_with(client, video, audio, async || {}).await
+}
+
+/// [`send_media`], running `before_last` just before the last video frame is sent.
+pub async fn send_media_with(
+    client: &Client,
+    video: &[Frame],
+    audio: &[Frame],
+    before_last: impl AsyncFnOnce(),
+) -> usize {
+    let mut before_last = Some(before_last);
+    let last_video_ts = video.last().map(|f| f.ts);
     let mut all: Vec<(u64, MediaKind, &Frame)> = video
         .iter()
         .map(|f| (f.ts * 1_000_000 / 90_000, MediaKind::Video, f))
@@ -166,6 +178,12 @@ pub async fn send_media(client: &Client, video: &[Frame], audio: &[Frame]) -> us
     let mut packets = 0;
     for (us, kind, frame) in all {
         tokio::time::sleep_until(start + Duration::from_micros(us)).await;
+        if kind == MediaKind::Video
+            && Some(frame.ts) == last_video_ts
+            && let Some(f) = before_last.take()
+        {
+            f().await;
+        }
         let i = usize::from(kind == MediaKind::Audio);
         let pt = client.payload_type(frame.codec).expect("negotiated codec");
         let payloads = media::packetize::payloads(frame.codec, &frame.data, 1150);
@@ -228,12 +246,41 @@ pub async fn start_recording(addr: SocketAddr, video: Codec) -> (Client, Ws) {
 
 /// Records the fixture and returns every message after the ANSWER up to RECORDING.
 pub async fn record_fixture_messages(server: &TestServer, video: Codec) -> Vec<ServerMessage> {
+    // Let the last packets land before stopping.
+    record_fixture_messages_stop_at(server, video, StopAt::After(Duration::from_millis(300))).await
+}
+
+/// When a recording client sends STOP.
+#[derive(Clone, Copy, Debug)]
+pub enum StopAt {
+    /// This long after the last packet.
+    After(Duration),
+    /// Just before the last video frame (and the audio sent with it), the way a browser's
+    /// STOP overtakes the media still in its pipeline.
+    BeforeLastFrame,
+}
+
+/// [`record_fixture_messages`], sending STOP at `stop`.
+pub async fn record_fixture_messages_stop_at(
+    server: &TestServer,
+    video: Codec,
+    stop: StopAt,
+) -> Vec<ServerMessage> {
     let (client, mut ws) = start_recording(server.addr, video).await;
     let (v, a) = fixture_frames(video);
-    send_media(&client, &v, &a).await;
-    // Let the last packets land before stopping.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    send(&mut ws, ClientMessage::Stop.to_json()).await;
+    match stop {
+        StopAt::After(delay) => {
+            send_media(&client, &v, &a).await;
+            tokio::time::sleep(delay).await;
+            send(&mut ws, ClientMessage::Stop.to_json()).await;
+        }
+        StopAt::BeforeLastFrame => {
+            send_media_with(&client, &v, &a, async || {
+                send(&mut ws, ClientMessage::Stop.to_json()).await;
+            })
+            .await;
+        }
+    }
     let mut messages = Vec::new();
     loop {
         let msg = next_msg(&mut ws, Duration::from_secs(10)).await;
