@@ -408,6 +408,47 @@ pub async fn make_offer(pc: &RtcPeerConnection) -> Result<(SessionDescription, b
     ))
 }
 
+/// The tail both flows share once their peer is set up: make the offer, wait for the
+/// websocket, then `send` the offer (`None`: the socket is gone). Every step is abandoned
+/// when `current()` says a newer attempt replaced this one; failures go to `fail`.
+pub async fn send_offer(
+    pc: &RtcPeerConnection,
+    ws: &WebSocket,
+    log: crate::pages::common::Log,
+    local_sdp: leptos::prelude::RwSignal<String>,
+    current: impl Fn() -> bool,
+    fail: impl Fn(String),
+    send: impl FnOnce(SessionDescription) -> Option<Result<(), String>>,
+) {
+    use leptos::prelude::Set;
+    let offer = make_offer(pc).await;
+    if !current() {
+        return;
+    }
+    let (offer, timed_out) = match offer {
+        Ok(o) => o,
+        Err(e) => return fail(e),
+    };
+    if timed_out {
+        log.warn("ICE gathering took too long; sending the candidates found so far.");
+    }
+    local_sdp.set(offer.sdp.clone());
+    if let Err(e) = wait_open(ws).await {
+        if current() {
+            fail(format!("Could not connect to the server: {e}"));
+        }
+        return;
+    }
+    if !current() {
+        return;
+    }
+    match send(offer) {
+        Some(Ok(())) => log.info("Offer sent; waiting for the server's answer…"),
+        Some(Err(e)) => fail(format!("Could not send the offer: {e}")),
+        None => fail("The connection to the server closed.".into()),
+    }
+}
+
 /// Applies the server's answer.
 pub async fn apply_answer(
     pc: &RtcPeerConnection,

@@ -384,41 +384,22 @@ pub fn record(ui: RecordUi) {
             fail(ui, "Could not connect to the server.".into());
             return;
         };
-        let offer = super::make_offer(&pc).await;
-        if current_peer_id() != Some(peer_id) {
-            return;
-        }
-        let (offer, timed_out) = match offer {
-            Ok(o) => o,
-            Err(e) => {
-                fail(ui, e);
-                return;
-            }
-        };
-        if timed_out {
-            ui.log
-                .warn("ICE gathering took too long; sending the candidates found so far.");
-        }
-        ui.local_sdp.set(offer.sdp.clone());
-        if let Err(e) = super::wait_open(&ws).await {
-            if current_peer_id() == Some(peer_id) {
-                fail(ui, format!("Could not connect to the server: {e}"));
-            }
-            return;
-        }
-        if current_peer_id() != Some(peer_id) {
-            return;
-        }
-        let sent = with(|r| {
-            r.socket
-                .as_ref()
-                .map(|s| s.send(&ClientMessage::Record { offer }.to_json()))
-        });
-        match sent {
-            Some(Ok(())) => ui.log.info("Offer sent; waiting for the server's answer…"),
-            Some(Err(e)) => fail(ui, format!("Could not send the offer: {e}")),
-            None => fail(ui, "The connection to the server closed.".into()),
-        }
+        super::send_offer(
+            &pc,
+            &ws,
+            ui.log,
+            ui.local_sdp,
+            move || current_peer_id() == Some(peer_id),
+            move |e| fail(ui, e),
+            |offer| {
+                with(|r| {
+                    r.socket
+                        .as_ref()
+                        .map(|s| s.send(&ClientMessage::Record { offer }.to_json()))
+                })
+            },
+        )
+        .await;
     });
 }
 

@@ -138,6 +138,45 @@ impl SocketState {
 }
 
 /// The timestamped log panel.
+/// The connection facts both pages show, as `<div><dt/><dd/></div>` rows inside their `<dl>`:
+/// the media bitrate (`bitrate_label`: "Outgoing" / "Incoming"), ICE, peer and websocket state.
+#[component]
+pub fn LinkFacts(
+    #[prop(into)] bitrate_label: String,
+    bitrate_kbps: RwSignal<Option<f64>>,
+    ice: RwSignal<String>,
+    peer: RwSignal<String>,
+    socket: RwSignal<SocketState>,
+) -> impl IntoView {
+    view! {
+        <div>
+            <dt>{bitrate_label}</dt>
+            <dd data-testid="bitrate">{move || format_bitrate(bitrate_kbps.get())}</dd>
+        </div>
+        <div>
+            <dt>"ICE"</dt>
+            <dd data-testid="ice-state">{move || ice.get()}</dd>
+        </div>
+        <div>
+            <dt>"Peer"</dt>
+            <dd data-testid="peer-state">{move || peer.get()}</dd>
+        </div>
+        <div>
+            <dt>"Server link"</dt>
+            <dd data-testid="socket-state">{move || socket.get().label()}</dd>
+        </div>
+    }
+}
+
+/// `1.25 Mbit/s`, `830 kbit/s`, or a dash when unknown.
+pub fn format_bitrate(kbps: Option<f64>) -> String {
+    match kbps {
+        Some(k) if k >= 1000.0 => format!("{:.2} Mbit/s", k / 1000.0),
+        Some(k) => format!("{k:.0} kbit/s"),
+        None => "—".into(),
+    }
+}
+
 #[component]
 pub fn LogPanel(log: Log) -> impl IntoView {
     let lines = log.0;

@@ -5,7 +5,7 @@ use leptos_meta::Title;
 use leptos_router::hooks::use_query_map;
 
 use super::common::{
-    CodecList, ErrorBanner, Log, LogPanel, SdpPanel, SocketState, format_duration,
+    CodecList, ErrorBanner, LinkFacts, Log, LogPanel, SdpPanel, SocketState, format_duration,
 };
 use crate::protocol::{NowPlaying, RecordingMeta};
 use crate::server_fns::list_recordings;
@@ -368,28 +368,13 @@ pub fn PlayPage() -> impl IntoView {
                 <dt>"Audio packets"</dt>
                 <dd data-testid="audio-packets">{move || ui.audio_packets.get()}</dd>
             </div>
-            <div>
-                <dt>"Incoming"</dt>
-                <dd data-testid="bitrate">
-                    {move || match ui.bitrate_kbps.get() {
-                        Some(k) if k >= 1000.0 => format!("{:.2} Mbit/s", k / 1000.0),
-                        Some(k) => format!("{k:.0} kbit/s"),
-                        None => "—".into(),
-                    }}
-                </dd>
-            </div>
-            <div>
-                <dt>"ICE"</dt>
-                <dd data-testid="ice-state">{move || ui.ice.get()}</dd>
-            </div>
-            <div>
-                <dt>"Peer"</dt>
-                <dd data-testid="peer-state">{move || ui.peer.get()}</dd>
-            </div>
-            <div>
-                <dt>"Server link"</dt>
-                <dd data-testid="socket-state">{move || ui.socket.get().label()}</dd>
-            </div>
+            <LinkFacts
+                bitrate_label="Incoming"
+                bitrate_kbps=ui.bitrate_kbps
+                ice=ui.ice
+                peer=ui.peer
+                socket=ui.socket
+            />
         </dl>
     }
     .into_any();

@@ -4,8 +4,8 @@ use leptos::prelude::*;
 use leptos_meta::Title;
 
 use super::common::{
-    CodecList, ErrorBanner, Log, LogPanel, SdpPanel, SocketState, format_bytes, format_codec,
-    format_duration,
+    CodecList, ErrorBanner, LinkFacts, Log, LogPanel, SdpPanel, SocketState, format_bytes,
+    format_codec, format_duration,
 };
 use crate::protocol::{RecordingMeta, SessionState};
 
@@ -205,28 +205,13 @@ pub fn RecordPage() -> impl IntoView {
                 <dt>"Elapsed"</dt>
                 <dd data-testid="elapsed">{move || format_duration(ui.elapsed_ms.get())}</dd>
             </div>
-            <div>
-                <dt>"Outgoing"</dt>
-                <dd data-testid="bitrate">
-                    {move || match ui.bitrate_kbps.get() {
-                        Some(k) if k >= 1000.0 => format!("{:.2} Mbit/s", k / 1000.0),
-                        Some(k) => format!("{k:.0} kbit/s"),
-                        None => "—".into(),
-                    }}
-                </dd>
-            </div>
-            <div>
-                <dt>"ICE"</dt>
-                <dd data-testid="ice-state">{move || ui.ice.get()}</dd>
-            </div>
-            <div>
-                <dt>"Peer"</dt>
-                <dd data-testid="peer-state">{move || ui.peer.get()}</dd>
-            </div>
-            <div>
-                <dt>"Server link"</dt>
-                <dd data-testid="socket-state">{move || socket.get().label()}</dd>
-            </div>
+            <LinkFacts
+                bitrate_label="Outgoing"
+                bitrate_kbps=ui.bitrate_kbps
+                ice=ui.ice
+                peer=ui.peer
+                socket=ui.socket
+            />
             <div>
                 <dt>"Written"</dt>
                 <dd data-testid="server-bytes">

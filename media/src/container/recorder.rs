@@ -68,7 +68,8 @@ enum Muxer {
 ///
 /// Frames may be pushed before the first video keyframe: video is dropped and audio held
 /// (bounded) until it arrives; that keyframe's timestamp is the file's t=0 (without video,
-/// the first audio frame's). Audio older than t=0 is dropped. `Frame.ts` is in codec clock
+/// the first audio frame's). Audio older than t=0 is dropped, except the frame still sounding
+/// at t=0, which starts the audio track at 0. `Frame.ts` is in codec clock
 /// units on a timeline common to audio and video.
 pub struct Recorder<W: Write + Seek> {
     kind: ContainerKind,
@@ -209,11 +210,17 @@ impl<W: Write + Seek> Recorder<W> {
             (Track::Audio, self.t0_audio)
         };
         let i = idx(track);
-        if frame.ts < t0 {
+        // The audio frame that was still sounding at t=0 opens the audio track at 0: tracks
+        // aligned by arrival time can put it a few ms before the keyframe, and dropping it
+        // would lose the first 20 ms of sound. Older audio is dropped.
+        let sounding_at_t0 = !is_video
+            && self.last_ts[i].is_none()
+            && t0 - frame.ts.min(t0) < u64::from(opus_duration(&frame.data));
+        if frame.ts < t0 && !sounding_at_t0 {
             self.summary.dropped_frames += 1;
             return Ok(());
         }
-        let mut ts = frame.ts - t0;
+        let mut ts = frame.ts.saturating_sub(t0);
         if let Some(last) = self.last_ts[i]
             && ts <= last
         {

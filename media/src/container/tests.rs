@@ -854,3 +854,69 @@ fn ffprobe_and_ffmpeg_accept_recorded_and_recovered_files() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_audio_frame_sounding_at_the_first_keyframe_is_kept() {
+    // (audio frames' offsets from the keyframe in 48 kHz units, frames kept, first audio ts)
+    let table: &[(&[i64], u64, u64)] = &[
+        (&[-240, 720, 1680], 3, 0),     // 5 ms early: still sounding, starts at 0
+        (&[-959, 1], 2, 0),             // 1 sample short of a whole frame early
+        (&[-960, 0, 960], 2, 0),        // a whole frame early: over before t=0, dropped
+        (&[-1200, -240, 720], 2, 0),    // only the one sounding at t=0 is kept
+        (&[0, 960], 2, 0),              // aligned
+        (&[480, 1440], 2, 480),         // late audio keeps its offset
+        (&[-5000, -4040, -3080], 0, 0), // all before: dropped
+    ];
+    let opus = opus_packets();
+    assert_eq!(super::helpers::opus_duration(&opus[0]), 960);
+    for (kind, codec) in CASES {
+        let units = match codec {
+            Codec::H264 => h264_units(),
+            _ => vp8_units(),
+        };
+        for &(offsets, kept, first) in table {
+            let ctx = format!("{kind:?} {offsets:?}");
+            let mut r =
+                Recorder::new(kind, Cursor::new(Vec::new()), config(Some(codec), true)).unwrap();
+            // Audio arrives first and is held until the keyframe.
+            for &o in offsets.iter().filter(|&&o| o < 0) {
+                r.push(Frame {
+                    codec: Codec::Opus,
+                    ts: (A0 as i64 + o) as u64,
+                    keyframe: true,
+                    data: opus[0].clone(),
+                })
+                .unwrap();
+            }
+            r.push(Frame {
+                codec,
+                ts: V0,
+                keyframe: true,
+                data: units[0].0.clone(),
+            })
+            .unwrap();
+            for &o in offsets.iter().filter(|&&o| o >= 0) {
+                r.push(Frame {
+                    codec: Codec::Opus,
+                    ts: (A0 as i64 + o) as u64,
+                    keyframe: true,
+                    data: opus[0].clone(),
+                })
+                .unwrap();
+            }
+            let (summary, w) = r.finish_into_inner().unwrap();
+            assert_eq!(summary.audio_frames, kept, "{ctx}");
+            let (_, got) = demux_all(kind, &w.into_inner()).unwrap();
+            let audio = by_track(&got, Codec::Opus);
+            assert_eq!(audio.len() as u64, kept, "{ctx}");
+            if let Some(a) = audio.first() {
+                let want = if kind == ContainerKind::Webm {
+                    rescale(rescale(first, 48_000, 1000), 1000, 48_000)
+                } else {
+                    first
+                };
+                assert_eq!(a.ts, want, "{ctx}");
+            }
+        }
+    }
+}
