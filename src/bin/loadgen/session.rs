@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use app::protocol::{ClientMessage, ServerMessage};
+use app::protocol::{ClientMessage, ServerMessage, SessionDescription};
 use media::depack::vp8::PayloadDescriptor;
 use media::rtp::{RtpPacket, SeqUnwrapper, TsUnwrapper};
 use media::{Codec, MediaKind};
@@ -132,22 +132,8 @@ async fn record_inner(
     // Nothing to read (PLIs, state); keep the channel drained. Ends when the client is gone.
     let drain = tokio::spawn(async move { while events.recv().await.is_some() {} });
     let result = async {
-        let offer = client.offer().await.map_err(|e| format!("offer: {e}"))?;
-        let mut signal = Signal::connect(addr).await?;
-        let sent = Instant::now();
-        signal.send(&ClientMessage::Record { offer }).await?;
-        let answer = expect_answer(&mut signal, ANSWER_TIMEOUT).await?;
-        r.answer_ms = Some(ms(sent.elapsed()));
-        client
-            .set_answer(&answer)
-            .await
-            .map_err(|e| format!("answer: {e}"))?;
-        client
-            .wait_connected(CONNECT_TIMEOUT)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        r.connected_ms = Some(ms(sent.elapsed()));
-        live.connected.fetch_add(1, Ordering::Relaxed);
+        let mut signal =
+            record_connected(&client, addr, live, &mut r.answer_ms, &mut r.connected_ms).await?;
         // webrtc-rs reports "connected" on our side before the server has its SRTP keys;
         // packets sent in that window are dropped by the server (its log: "remote_srtp_context
         // is not set yet"), and with them the first keyframe. A short wait keeps that startup
@@ -413,22 +399,12 @@ async fn view_inner(
         .map_err(|e| format!("client: {e}"))?;
     let pts = client.payload_types();
     let result = async {
-        let offer = client.offer().await.map_err(|e| format!("offer: {e}"))?;
-        let mut signal = Signal::connect(addr).await?;
-        let sent = Instant::now();
-        signal
-            .send(&ClientMessage::Play {
-                offer,
-                looping: true,
-                recordings: None,
-            })
-            .await?;
-        let answer = expect_answer(&mut signal, ANSWER_TIMEOUT).await?;
-        r.answer_ms = Some(ms(sent.elapsed()));
-        client
-            .set_answer(&answer)
-            .await
-            .map_err(|e| format!("answer: {e}"))?;
+        let play = |offer| ClientMessage::Play {
+            offer,
+            looping: true,
+            recordings: None,
+        };
+        let (mut signal, sent) = offer_answer(&client, addr, play, &mut r.answer_ms).await?;
 
         let mut pacing = Pacing::default();
         let hard = tokio::time::Instant::now()
@@ -542,22 +518,9 @@ pub async fn connect(addr: SocketAddr, video: Codec, live: &Live) -> ConnectResu
         .map_err(|e| format!("client: {e}"))?;
         let drain = tokio::spawn(async move { while events.recv().await.is_some() {} });
         let inner = async {
-            let offer = client.offer().await.map_err(|e| format!("offer: {e}"))?;
-            let mut signal = Signal::connect(addr).await?;
-            let sent = Instant::now();
-            signal.send(&ClientMessage::Record { offer }).await?;
-            let answer = expect_answer(&mut signal, ANSWER_TIMEOUT).await?;
-            r.answer_ms = Some(ms(sent.elapsed()));
-            client
-                .set_answer(&answer)
-                .await
-                .map_err(|e| format!("answer: {e}"))?;
-            client
-                .wait_connected(CONNECT_TIMEOUT)
-                .await
-                .map_err(|e| format!("connect: {e}"))?;
-            r.connected_ms = Some(ms(sent.elapsed()));
-            live.connected.fetch_add(1, Ordering::Relaxed);
+            let signal =
+                record_connected(&client, addr, live, &mut r.answer_ms, &mut r.connected_ms)
+                    .await?;
             done.done();
             signal.close().await;
             Ok::<(), String>(())
@@ -611,4 +574,44 @@ mod tests {
         }
         assert_eq!((s.packets, s.gaps, s.missing, s.late), (6, 1, 2, 1));
     }
+}
+
+/// Offer, `message(offer)` on a new `/ws`, ANSWER applied. Returns the socket and when the
+/// offer was sent; `answer_ms` is set as soon as the answer is back.
+async fn offer_answer(
+    client: &Client,
+    addr: SocketAddr,
+    message: impl FnOnce(SessionDescription) -> ClientMessage,
+    answer_ms: &mut Option<f64>,
+) -> Result<(Signal, Instant), String> {
+    let offer = client.offer().await.map_err(|e| format!("offer: {e}"))?;
+    let mut signal = Signal::connect(addr).await?;
+    let sent = Instant::now();
+    signal.send(&message(offer)).await?;
+    let answer = expect_answer(&mut signal, ANSWER_TIMEOUT).await?;
+    *answer_ms = Some(ms(sent.elapsed()));
+    client
+        .set_answer(&answer)
+        .await
+        .map_err(|e| format!("answer: {e}"))?;
+    Ok((signal, sent))
+}
+
+/// RECORD through [`offer_answer`], then wait until DTLS is up (`connected_ms`).
+async fn record_connected(
+    client: &Client,
+    addr: SocketAddr,
+    live: &Live,
+    answer_ms: &mut Option<f64>,
+    connected_ms: &mut Option<f64>,
+) -> Result<Signal, String> {
+    let record = |offer| ClientMessage::Record { offer };
+    let (signal, sent) = offer_answer(client, addr, record, answer_ms).await?;
+    client
+        .wait_connected(CONNECT_TIMEOUT)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    *connected_ms = Some(ms(sent.elapsed()));
+    live.connected.fetch_add(1, Ordering::Relaxed);
+    Ok(signal)
 }
