@@ -408,6 +408,44 @@ pub async fn make_offer(pc: &RtcPeerConnection) -> Result<(SessionDescription, b
     ))
 }
 
+/// The page's signaling socket: the open (or opening) one in `slot`, else a new one stored
+/// there. `socket_state`, `log` and `error` show the attempt; `None` when it cannot be opened.
+pub fn ensure_socket(
+    slot: impl Fn(&mut dyn FnMut(&mut Option<Socket>)),
+    socket_state: leptos::prelude::RwSignal<crate::pages::common::SocketState>,
+    log: crate::pages::common::Log,
+    error: leptos::prelude::RwSignal<Option<String>>,
+    on_event: impl FnMut(SocketEvent) + 'static,
+) -> Option<WebSocket> {
+    use crate::pages::common::SocketState;
+    use leptos::prelude::Set;
+    let mut open = None;
+    slot(&mut |s| open = s.as_ref().filter(|s| !s.is_closed()).map(Socket::handle));
+    if open.is_some() {
+        return open;
+    }
+    socket_state.set(SocketState::Connecting);
+    log.info(format!("Connecting to {}…", ws_url()));
+    match Socket::open(on_event) {
+        Ok(socket) => {
+            let ws = socket.handle();
+            let mut socket = Some(socket);
+            // The old socket (closed) is dropped outside the controller borrow.
+            let mut old = None;
+            slot(&mut |s| old = std::mem::replace(s, socket.take()));
+            drop(old);
+            Some(ws)
+        }
+        Err(e) => {
+            socket_state.set(SocketState::Closed);
+            let text = format!("Could not connect to the server: {e}");
+            log.error(text.clone());
+            error.set(Some(text));
+            None
+        }
+    }
+}
+
 /// The tail both flows share once their peer is set up: make the offer, wait for the
 /// websocket, then `send` the offer (`None`: the socket is gone). Every step is abandoned
 /// when `current()` says a newer attempt replaced this one; failures go to `fail`.

@@ -66,32 +66,14 @@ pub fn connect(ui: PlayUi) {
 }
 
 fn open_socket(ui: PlayUi) -> Option<web_sys::WebSocket> {
-    if let Some(ws) = with(|p| {
-        p.socket
-            .as_ref()
-            .filter(|s| !s.is_closed())
-            .map(Socket::handle)
-    }) {
-        return Some(ws);
-    }
-    ui.socket.set(SocketState::Connecting);
-    ui.log.info(format!("Connecting to {}…", super::ws_url()));
     let generation = generation();
-    match Socket::open(move |ev| on_socket_event(ui, generation, ev)) {
-        Ok(socket) => {
-            let ws = socket.handle();
-            let old = with(|p| p.socket.replace(socket));
-            drop(old);
-            Some(ws)
-        }
-        Err(e) => {
-            ui.socket.set(SocketState::Closed);
-            let text = format!("Could not connect to the server: {e}");
-            ui.log.error(text.clone());
-            ui.error.set(Some(text));
-            None
-        }
-    }
+    super::ensure_socket(
+        |f| with(|p| f(&mut p.socket)),
+        ui.socket,
+        ui.log,
+        ui.error,
+        move |ev| on_socket_event(ui, generation, ev),
+    )
 }
 
 fn on_socket_event(ui: PlayUi, generation: u64, ev: SocketEvent) {

@@ -164,31 +164,14 @@ fn stop_tracks(stream: &MediaStream) {
 
 /// Opens the websocket unless one is open or opening; returns a handle to wait on.
 fn open_socket(ui: RecordUi) -> Option<web_sys::WebSocket> {
-    if let Some(ws) = with(|r| {
-        r.socket
-            .as_ref()
-            .filter(|s| !s.is_closed())
-            .map(Socket::handle)
-    }) {
-        return Some(ws);
-    }
-    ui.socket.set(SocketState::Connecting);
     let generation = generation();
-    match Socket::open(move |ev| on_socket_event(ui, generation, ev)) {
-        Ok(socket) => {
-            let ws = socket.handle();
-            let old = with(|r| r.socket.replace(socket));
-            drop(old);
-            Some(ws)
-        }
-        Err(e) => {
-            ui.socket.set(SocketState::Closed);
-            let text = format!("Could not connect to the server: {e}");
-            ui.log.error(text.clone());
-            ui.error.set(Some(text));
-            None
-        }
-    }
+    super::ensure_socket(
+        |f| with(|r| f(&mut r.socket)),
+        ui.socket,
+        ui.log,
+        ui.error,
+        move |ev| on_socket_event(ui, generation, ev),
+    )
 }
 
 fn on_socket_event(ui: RecordUi, generation: u64, ev: SocketEvent) {
