@@ -303,10 +303,9 @@ impl RecordingStore for FsStore {
             std::io::ErrorKind::NotFound => StoreError::NotFound(id.to_owned()),
             _ => StoreError::io(format!("opening {}", path.display()), e),
         })?;
-        Ok((
-            meta,
-            Box::new(std::io::BufReader::with_capacity(64 * 1024, file)),
-        ))
+        // Unbuffered: the demuxer keeps its own read-ahead window, which (unlike a `BufReader`)
+        // survives its seeks.
+        Ok((meta, Box::new(file)))
     }
 
     fn media_path(&self, id: &str) -> Result<(RecordingMeta, PathBuf), StoreError> {

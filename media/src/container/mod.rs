@@ -15,6 +15,7 @@ mod helpers;
 mod mp4;
 mod recorder;
 mod webm;
+mod window;
 
 #[cfg(test)]
 mod tests;
@@ -188,7 +189,7 @@ impl<T: Truncate + ?Sized> Truncate for &mut T {
 
 /// Reads a recorded file back as frames.
 pub struct Demuxer<R: Read + Seek> {
-    inner: DemuxInner<R>,
+    inner: DemuxInner<window::WindowReader<R>>,
 }
 
 enum DemuxInner<R> {
@@ -200,6 +201,7 @@ impl<R: Read + Seek> Demuxer<R> {
     /// Reads the header (tracks) of a `kind` file. Fails on anything that is not such a file,
     /// or when the file ends before its tracks are described.
     pub fn open(kind: ContainerKind, reader: R) -> Result<Self, DemuxError> {
+        let reader = window::WindowReader::new(reader);
         let inner = match kind {
             ContainerKind::Webm => DemuxInner::Webm(webm::WebmDemuxer::open(reader)?),
             ContainerKind::Mp4 => DemuxInner::Mp4(mp4::Mp4Demuxer::open(reader)?),
