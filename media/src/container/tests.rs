@@ -878,31 +878,23 @@ fn the_audio_frame_sounding_at_the_first_keyframe_is_kept() {
             let ctx = format!("{kind:?} {offsets:?}");
             let mut r =
                 Recorder::new(kind, Cursor::new(Vec::new()), config(Some(codec), true)).unwrap();
-            // Audio arrives first and is held until the keyframe.
-            for &o in offsets.iter().filter(|&&o| o < 0) {
-                r.push(Frame {
-                    codec: Codec::Opus,
-                    ts: (A0 as i64 + o) as u64,
-                    keyframe: true,
-                    data: opus[0].clone(),
-                })
-                .unwrap();
-            }
-            r.push(Frame {
+            let audio = |o: i64| Frame {
+                codec: Codec::Opus,
+                ts: (A0 as i64 + o) as u64,
+                keyframe: true,
+                data: opus[0].clone(),
+            };
+            let key = Frame {
                 codec,
                 ts: V0,
                 keyframe: true,
                 data: units[0].0.clone(),
-            })
-            .unwrap();
-            for &o in offsets.iter().filter(|&&o| o >= 0) {
-                r.push(Frame {
-                    codec: Codec::Opus,
-                    ts: (A0 as i64 + o) as u64,
-                    keyframe: true,
-                    data: opus[0].clone(),
-                })
-                .unwrap();
+            };
+            // Audio before the keyframe arrives first and is held until it comes.
+            let (early, late): (Vec<i64>, Vec<i64>) = offsets.iter().partition(|&&o| o < 0);
+            let frames = early.into_iter().map(audio).chain([key]);
+            for f in frames.chain(late.into_iter().map(audio)) {
+                r.push(f).unwrap();
             }
             let (summary, w) = r.finish_into_inner().unwrap();
             assert_eq!(summary.audio_frames, kept, "{ctx}");
