@@ -125,3 +125,44 @@ async fn a_viewer_without_the_codec_gets_skips() {
     client.close().await;
     server.shutdown().await;
 }
+
+/// STOP during playback is confirmed with `STATE stopped` at once, and the session ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_during_playback_is_confirmed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), "vp8", &[]).await;
+    record_fixture(&server, Codec::Vp8).await;
+    let (client, _events) = pion_the_sky::rtc::client::Client::view(Default::default())
+        .await
+        .expect("viewer");
+    let offer = client.offer().await.expect("offer");
+    let mut ws = server.ws().await;
+    let play = ClientMessage::Play {
+        offer,
+        looping: true,
+        recordings: None,
+    };
+    send(&mut ws, play.to_json()).await;
+    let ServerMessage::Answer(answer) = next_msg(&mut ws, Duration::from_secs(10)).await else {
+        panic!("no ANSWER");
+    };
+    let answer = app::protocol::SessionDescription::decode(&answer).unwrap();
+    client.set_answer(&answer).await.unwrap();
+    loop {
+        if let ServerMessage::NowPlaying(_) = next_msg(&mut ws, Duration::from_secs(10)).await {
+            break;
+        }
+    }
+    send(&mut ws, ClientMessage::Stop.to_json()).await;
+    let stopped_at = std::time::Instant::now();
+    loop {
+        match next_msg_or_state(&mut ws, Duration::from_secs(2)).await {
+            ServerMessage::State(s) if s.phase == "stopped" => break,
+            ServerMessage::State(s) if s.phase == "playing" => {}
+            other => panic!("expected STATE stopped, got {other:?}"),
+        }
+    }
+    assert!(stopped_at.elapsed() < Duration::from_secs(1));
+    client.close().await;
+    server.shutdown().await;
+}

@@ -280,7 +280,8 @@ pub struct Skipped {
 /// Progress of a session, sent about once a second.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SessionState {
-    /// "connecting", "connected", "recording", "playing", "finished"
+    /// "recording", "playing"; a playback ends with "finished" (played through) or "stopped"
+    /// (STOP, the viewer gone, or server shutdown).
     pub phase: String,
     pub elapsed_ms: u64,
     pub bytes: u64,

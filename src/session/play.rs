@@ -89,6 +89,7 @@ pub async fn run(
     let start = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut sent_frames: u64 = 0;
+    let mut finished = false;
     // One timer, re-armed for each deadline (cheaper than a new `sleep_until` per packet).
     let timer = tokio::time::sleep_until(tokio::time::Instant::now());
     tokio::pin!(timer);
@@ -118,6 +119,7 @@ pub async fn run(
             }
         }
         if feeder.exhausted() && sched.next_deadline().is_none() {
+            finished = true;
             if feeder.played == 0 {
                 let _ = out
                     .send(ServerMessage::Error(
@@ -162,6 +164,16 @@ pub async fn run(
         }
     }
     peer.close().await;
+    if !finished {
+        // STOP, the viewer gone, or shutdown: confirm the end the way "finished" does for a
+        // playlist played through (the socket may already be closed).
+        let _ = out.try_send(ServerMessage::State(SessionState {
+            phase: "stopped".into(),
+            elapsed_ms: start.elapsed().as_millis() as u64,
+            bytes: 0,
+            frames: sent_frames,
+        }));
+    }
     tracing::info!(frames = sent_frames, "playback session ended");
 }
 

@@ -113,17 +113,26 @@ pub async fn next_msg(ws: &mut Ws, timeout: Duration) -> ServerMessage {
     let deadline = Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
+        let msg = next_msg_or_state(ws, left).await;
+        if !matches!(msg, ServerMessage::State(_)) {
+            return msg;
+        }
+    }
+}
+
+/// Next server message, STATE included, or panics after `timeout`.
+pub async fn next_msg_or_state(ws: &mut Ws, timeout: Duration) -> ServerMessage {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
         let msg = tokio::time::timeout(left, ws.next())
             .await
             .expect("server message in time")
             .expect("socket open")
             .expect("socket ok");
         if let Message::Text(t) = msg {
-            let parsed: ServerMessage =
-                serde_json::from_str(&t).unwrap_or_else(|e| panic!("bad server message {t}: {e}"));
-            if !matches!(parsed, ServerMessage::State(_)) {
-                return parsed;
-            }
+            return serde_json::from_str(&t)
+                .unwrap_or_else(|e| panic!("bad server message {t}: {e}"));
         }
     }
 }

@@ -478,13 +478,13 @@ async fn view_inner(
         done.done();
         pacing.finish(r);
         let _ = signal.send(&ClientMessage::Stop).await;
-        // The server confirms with STATE finished; don't wait long for it.
+        // The server confirms with STATE stopped (or finished); don't wait long for it.
         let deadline = Instant::now() + Duration::from_secs(5);
         while let Ok(m) = signal
             .next(deadline.saturating_duration_since(Instant::now()))
             .await
         {
-            if matches!(&m, ServerMessage::State(s) if s.phase == "finished") {
+            if matches!(&m, ServerMessage::State(s) if s.phase == "finished" || s.phase == "stopped") {
                 break;
             }
         }
