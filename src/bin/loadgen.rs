@@ -583,6 +583,12 @@ async fn run(cli: Cli) -> Result<Value, String> {
     let addr = server.addr;
     let ramp = Duration::from_millis(common.ramp_ms);
     let delay = Duration::from_millis(common.media_delay_ms);
+    let target = ChurnTarget {
+        addr,
+        fixture: fixture.clone(),
+        delay,
+        codec,
+    };
     eprintln!(
         "loadgen {scenario}: server {} pid {} ({})",
         addr,
@@ -609,17 +615,8 @@ async fn run(cli: Cli) -> Result<Value, String> {
             && a.warmup_sessions > 0
         {
             let live = Arc::new(Live::default());
-            let sem = Arc::new(tokio::sync::Semaphore::new(a.concurrency.max(1)));
             let limit = Duration::from_secs(300);
-            let (kind, seconds) = (a.kind, a.session_seconds);
-            let (results, _) = run_all(a.warmup_sessions, Duration::ZERO, limit, |_| {
-                let (f, l, sem) = (fixture.clone(), live.clone(), sem.clone());
-                async move {
-                    let _permit = sem.acquire_owned().await;
-                    churn_session(kind, addr, f, seconds, delay, codec, &l).await
-                }
-            })
-            .await;
+            let (results, _) = churn_batch(a, a.warmup_sessions, limit, &target, &live).await;
             seeded = json!({ "warmup_sessions": results.len(), "seeded": seeded });
         }
         if !seeded.is_null() {
@@ -701,22 +698,12 @@ async fn run(cli: Cli) -> Result<Value, String> {
                 out.max_concurrent = slots;
             }
             Cmd::Churn(a) => {
-                let sem = Arc::new(tokio::sync::Semaphore::new(a.concurrency.max(1)));
                 let per = match a.kind {
                     ChurnKind::Record => a.session_seconds + 40.0,
                     _ => 40.0,
                 };
                 let limit = Duration::from_secs_f64(per * (a.sessions as f64 / a.concurrency.max(1) as f64).ceil() + 60.0);
-                let kind = a.kind;
-                let seconds = a.session_seconds;
-                let (results, u) = run_all(a.sessions, Duration::ZERO, limit, |_| {
-                    let (f, l, sem) = (fixture.clone(), live.clone(), sem.clone());
-                    async move {
-                        let _permit = sem.acquire_owned().await;
-                        churn_session(kind, addr, f, seconds, delay, codec, &l).await
-                    }
-                })
-                .await;
+                let (results, u) = churn_batch(a, a.sessions, limit, &target, &live).await;
                 for one in results {
                     match one {
                         One::R(r) => out.records.push(r),
@@ -882,18 +869,40 @@ enum One {
     C(ConnectResult),
 }
 
-async fn churn_session(
-    kind: ChurnKind,
+/// What churn sessions run against (the same for every batch).
+struct ChurnTarget {
     addr: SocketAddr,
     fixture: Arc<Fixture>,
-    seconds: f64,
     delay: Duration,
     codec: Codec,
-    live: &Live,
-) -> One {
-    match kind {
-        ChurnKind::Record => One::R(session::record(addr, fixture, seconds, delay, live).await),
-        ChurnKind::Play => One::V(session::view(addr, ViewLength::FirstKeyframe, live).await),
-        ChurnKind::Connect => One::C(session::connect(addr, codec, live).await),
-    }
+}
+
+/// `n` short sessions of `a.kind`, at most `a.concurrency` at a time; what finished within
+/// `limit` and how many did not.
+async fn churn_batch(
+    a: &ChurnArgs,
+    n: usize,
+    limit: Duration,
+    t: &ChurnTarget,
+    live: &Arc<Live>,
+) -> (Vec<One>, usize) {
+    let sem = Arc::new(tokio::sync::Semaphore::new(a.concurrency.max(1)));
+    let (kind, seconds) = (a.kind, a.session_seconds);
+    let (addr, delay, codec) = (t.addr, t.delay, t.codec);
+    run_all(n, Duration::ZERO, limit, |_| {
+        let (fixture, live, sem) = (t.fixture.clone(), live.clone(), sem.clone());
+        async move {
+            let _permit = sem.acquire_owned().await;
+            match kind {
+                ChurnKind::Record => {
+                    One::R(session::record(addr, fixture, seconds, delay, &live).await)
+                }
+                ChurnKind::Play => {
+                    One::V(session::view(addr, ViewLength::FirstKeyframe, &live).await)
+                }
+                ChurnKind::Connect => One::C(session::connect(addr, codec, &live).await),
+            }
+        }
+    })
+    .await
 }
