@@ -288,6 +288,13 @@ pub struct SessionState {
     pub frames: u64,
 }
 
+impl SessionState {
+    /// The last STATE of a playback: "finished" or "stopped".
+    pub fn is_end(&self) -> bool {
+        matches!(self.phase.as_str(), "finished" | "stopped")
+    }
+}
+
 /// Body of `PATCH /api/recordings/{id}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rename {
@@ -304,6 +311,25 @@ mod tests {
             sdp: "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n".into(),
         }
         .encode()
+    }
+
+    #[test]
+    fn only_finished_and_stopped_end_a_session() {
+        for (phase, end) in [
+            ("finished", true),
+            ("stopped", true),
+            ("playing", false),
+            ("recording", false),
+            ("", false),
+        ] {
+            let s = SessionState {
+                phase: phase.into(),
+                elapsed_ms: 0,
+                bytes: 0,
+                frames: 0,
+            };
+            assert_eq!(s.is_end(), end, "{phase}");
+        }
     }
 
     #[test]

@@ -345,7 +345,7 @@ pub async fn play(
             msg = ws.next() => match msg {
                 Some(Ok(Message::Text(t))) => {
                     let m: ServerMessage = serde_json::from_str(&t).expect("server message");
-                    let finished = matches!(&m, ServerMessage::State(s) if s.phase == "finished");
+                    let finished = matches!(&m, ServerMessage::State(s) if s.is_end());
                     if !matches!(m, ServerMessage::State(_)) || finished {
                         got.messages.push(m);
                     }

@@ -179,10 +179,14 @@ fn on_message(ui: PlayUi, text: &str) {
             });
         }
         ServerMessage::State(state) => {
-            if state.phase == "finished" && ui.phase.get_untracked() != PlayPhase::Idle {
-                ui.log.ok("Playback finished");
+            if state.is_end() && ui.phase.get_untracked() != PlayPhase::Idle {
+                if state.phase == "finished" {
+                    ui.log.ok("Playback finished");
+                    ui.finished.set(true);
+                } else {
+                    ui.log.warn("The server ended the playback");
+                }
                 drop_peer(ui);
-                ui.finished.set(true);
                 ui.phase.set(PlayPhase::Idle);
             } else if state.phase == "playing" && ui.phase.get_untracked() == PlayPhase::Negotiating
             {

@@ -458,7 +458,7 @@ async fn view_inner(
                 },
                 msg = signal.recv() => match msg {
                     Some(ServerMessage::Error(e)) => break Err(format!("server ERROR: {e}")),
-                    Some(ServerMessage::State(s)) if s.phase == "finished" => break Err("playback finished early".into()),
+                    Some(ServerMessage::State(s)) if s.is_end() => break Err(format!("playback {} early", s.phase)),
                     Some(_) => {}
                     None => break Err("the server closed the websocket".into()),
                 },
@@ -484,7 +484,7 @@ async fn view_inner(
             .next(deadline.saturating_duration_since(Instant::now()))
             .await
         {
-            if matches!(&m, ServerMessage::State(s) if s.phase == "finished" || s.phase == "stopped") {
+            if matches!(&m, ServerMessage::State(s) if s.is_end()) {
                 break;
             }
         }

@@ -1,7 +1,8 @@
 //! The `/ws` signaling socket as a client sees it: requests out, server messages in.
 //!
 //! A reader task drains the socket all the time (the server's once-a-second STATE must never
-//! back up) and forwards everything except progress STATEs; `phase: "finished"` is forwarded.
+//! back up) and forwards everything except progress STATEs; a playback's last STATE (`finished` / `stopped`)
+//! is forwarded.
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -39,7 +40,7 @@ impl Signal {
                 let Ok(parsed) = serde_json::from_str::<ServerMessage>(&text) else {
                     continue;
                 };
-                if matches!(&parsed, ServerMessage::State(s) if s.phase != "finished") {
+                if matches!(&parsed, ServerMessage::State(s) if !s.is_end()) {
                     continue;
                 }
                 if tx.send(parsed).await.is_err() {
