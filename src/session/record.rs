@@ -314,11 +314,7 @@ impl Ingest {
         arrival_us: u64,
         recorder: &mut Recorder<Box<dyn MediaSink>>,
     ) -> Result<(), String> {
-        let depack = match kind {
-            MediaKind::Video => &mut self.video,
-            MediaKind::Audio => &mut self.audio,
-        };
-        while let Some(frame) = depack.pop() {
+        while let Some(frame) = self.depack(kind).pop() {
             let clock = frame.codec.clock_rate();
             self.timeline.observe(kind, clock, frame.ts, arrival_us);
             let Some(us) = self.timeline.to_common_us(kind, frame.ts) else {

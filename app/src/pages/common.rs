@@ -137,7 +137,6 @@ impl SocketState {
     }
 }
 
-/// The timestamped log panel.
 /// The connection facts both pages show, as `<div><dt/><dd/></div>` rows inside their `<dl>`:
 /// the media bitrate (`bitrate_label`: "Outgoing" / "Incoming"), ICE, peer and websocket state.
 #[component]
@@ -177,6 +176,7 @@ pub fn format_bitrate(kbps: Option<f64>) -> String {
     }
 }
 
+/// The timestamped log panel.
 #[component]
 pub fn LogPanel(log: Log) -> impl IntoView {
     let lines = log.0;
