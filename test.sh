@@ -15,6 +15,15 @@ fi
 say "cargo test"
 cargo test --workspace --exclude frontend
 
+# The soak scenario, 30 s of it (RELIABILITY.md has the 30-minute run): recorders, viewers and
+# hostile clients against a debug server (overflow checks on); fails on any lost session or a
+# dead server. Both binaries were built by `cargo test`.
+say "soak (30 s)"
+SOAK_OUT="$(mktemp -d)"
+target/debug/loadgen soak --seconds 30 --server-bin target/debug/pion-the-sky \
+  --out "$SOAK_OUT/soak-smoke.json"
+rm -rf "$SOAK_OUT"
+
 say "end-to-end (release build + Playwright)"
 E2E_DATA="$(mktemp -d)"
 trap 'rm -rf "$E2E_DATA"' EXIT

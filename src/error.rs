@@ -22,7 +22,7 @@ impl ApiError {
                 StoreError::InvalidId(_) | StoreError::InvalidName(_) => StatusCode::BAD_REQUEST,
                 StoreError::NotFound(_) => StatusCode::NOT_FOUND,
                 StoreError::Busy(_) => StatusCode::CONFLICT,
-                StoreError::Io { .. } | StoreError::Corrupt { .. } => {
+                StoreError::Io { .. } | StoreError::Corrupt { .. } | StoreError::Locked(_) => {
                     StatusCode::INTERNAL_SERVER_ERROR
                 }
             },

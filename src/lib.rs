@@ -4,7 +4,11 @@
 //! `serve` takes an already bound listener so tests start a real server on `127.0.0.1:0`.
 pub mod config;
 pub mod error;
+/// Entry points for the fuzz targets in `fuzz/` and the regression replay in `tests/`.
+#[doc(hidden)]
+pub mod fuzz;
 pub mod http;
+pub mod limits;
 pub mod rtc;
 pub mod session;
 pub mod store;
@@ -34,6 +38,12 @@ pub struct AppState {
     pub changes: tokio::sync::broadcast::Sender<()>,
     /// Cancelled when the server stops: sessions finalize their recordings and end.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// Every websocket and session task, so that a shutdown can wait for them to finish.
+    pub tasks: tokio_util::task::TaskTracker,
+    /// Websockets held by each client address (`--max-sockets-per-ip`).
+    pub sockets_per_ip: limits::PerIp,
+    /// Sessions held by each client address (`--max-sessions-per-ip`).
+    pub sessions_per_ip: limits::PerIp,
 }
 
 impl axum::extract::FromRef<AppState> for LeptosOptions {
@@ -103,6 +113,9 @@ impl AppState {
         let (changes, _) = tokio::sync::broadcast::channel(16);
         Ok(AppState {
             sessions: Arc::new(Semaphore::new(config.max_sessions)),
+            tasks: tokio_util::task::TaskTracker::new(),
+            sockets_per_ip: limits::PerIp::new(config.max_sockets_per_ip),
+            sessions_per_ip: limits::PerIp::new(config.max_sessions_per_ip),
             config: Arc::new(config),
             store: Arc::new(store),
             rtc,
@@ -139,19 +152,38 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown` resolves.
+/// Serves until `shutdown` resolves, then shuts down gracefully: no new connections, every
+/// session is told to end (recordings are finalized, clients get their last messages and a
+/// close frame), and the call returns once they have, or after `--shutdown-timeout`.
 pub async fn serve(
     state: AppState,
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let token = state.shutdown.clone();
+    let tasks = state.tasks.clone();
+    let grace = std::time::Duration::from_secs(state.config.shutdown_timeout);
     let app = router(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            // Sessions see this, finalize their files and close their websockets.
-            token.cancel();
-        })
-        .await
+    let served = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        // Sessions see this, finalize their files and close their websockets.
+        token.cancel();
+    })
+    .await;
+    // axum has stopped accepting and its plain HTTP requests are done; upgraded websockets and
+    // the sessions behind them are ours to wait for.
+    tasks.close();
+    if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+        tracing::warn!(
+            still_running = tasks.len(),
+            "shutdown timeout reached before every session finished"
+        );
+    } else {
+        tracing::info!("every session finished");
+    }
+    served
 }

@@ -197,7 +197,11 @@ async fn api_lists_serves_ranges_renames_and_deletes() {
     let (status, _, _) = http_async(addr, "GET", path, vec![], String::new()).await;
     assert_eq!(status, 404);
     assert_eq!(
-        std::fs::read_dir(dir.path()).unwrap().count(),
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name() != pion_the_sky::store::fs::LOCK_FILE)
+            .count(),
         0,
         "media and metadata are gone"
     );
@@ -212,15 +216,19 @@ impl Drop for Proc {
     }
 }
 
+fn server_args(data: &std::path::Path, port: u16) -> Vec<String> {
+    vec![
+        format!("-port={port}"),
+        "-vcodec=vp8".into(),
+        "--bind=127.0.0.1".into(),
+        "--ice-ip=127.0.0.1".into(),
+        format!("--data-dir={}", data.display()),
+    ]
+}
+
 fn spawn_server(data: &std::path::Path, port: u16) -> Proc {
     let child = Command::new(env!("CARGO_BIN_EXE_pion-the-sky"))
-        .args([
-            format!("-port={port}"),
-            "-vcodec=vp8".into(),
-            "--bind=127.0.0.1".into(),
-            "--ice-ip=127.0.0.1".into(),
-            format!("--data-dir={}", data.display()),
-        ])
+        .args(server_args(data, port))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -284,4 +292,78 @@ async fn kill_9_mid_recording_then_restart_keeps_the_recording() {
             meta.duration_ms
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finalizes_recordings_and_tells_clients_before_exiting() {
+    use app::protocol::ServerMessage;
+    use pion_the_sky::store::RecordingStore;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut proc = spawn_server(dir.path(), port);
+
+    let (client, mut ws) = start_recording(addr, Codec::Vp8).await;
+    let (v, a) = fixture_frames(Codec::Vp8);
+    send_media(&client, &v[..90], &a[..150]).await; // 3 s
+    let term = Command::new("kill")
+        .args(["-TERM", &proc.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    // The client hears how its recording ended, then the socket closes.
+    let mut told = None;
+    while let Ok(Some(Ok(msg))) =
+        tokio::time::timeout(Duration::from_secs(12), futures::StreamExt::next(&mut ws)).await
+    {
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = msg
+            && let Ok(ServerMessage::Recording(meta)) = serde_json::from_str(&t)
+        {
+            told = Some(meta);
+        }
+    }
+    let told = told.expect("RECORDING before the socket closed");
+    client.close().await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = proc.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+
+    // After a restart (here: the store opened again) it is complete, not recovered.
+    let store = pion_the_sky::store::fs::FsStore::open(dir.path()).unwrap();
+    let list = store.list();
+    assert_eq!(list.len(), 1, "{list:?}");
+    let meta = &list[0];
+    assert_eq!(meta.id, told.id);
+    assert_eq!(meta.state, RecordingState::Complete, "{meta:?}");
+    assert!(
+        (2700..=3300).contains(&meta.duration_ms),
+        "{} ms",
+        meta.duration_ms
+    );
+}
+
+#[test]
+fn a_second_server_on_the_same_data_dir_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = spawn_server(dir.path(), free_port());
+    let out = Command::new(env!("CARGO_BIN_EXE_pion-the-sky"))
+        .args(server_args(dir.path(), free_port()))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("already using the data directory"),
+        "{stderr}"
+    );
 }

@@ -5,18 +5,12 @@ use std::io::{Seek, SeekFrom, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
-use app::protocol::{ClientMessage, RecordingMeta, RecordingState, ServerMessage};
+use app::protocol::{ClientMessage, RecordingState, ServerMessage};
 use common::*;
 use media::Codec;
-use media::container::ContainerKind;
-use pion_the_sky::store::{MediaSink, MediaSource, NewRecording, RecordingStore, StoreError};
+use pion_the_sky::store::MediaSink;
 
-/// A store whose media sinks fail with ENOSPC after `budget` bytes, like a disk filling up.
-struct FillingDisk {
-    inner: Arc<dyn RecordingStore>,
-    budget: u64,
-}
-
+/// A media sink that fails with ENOSPC after `left` bytes, like a disk filling up.
 struct FailAfter {
     inner: Box<dyn MediaSink>,
     left: u64,
@@ -48,56 +42,16 @@ impl MediaSink for FailAfter {
     }
 }
 
-impl RecordingStore for FillingDisk {
-    fn create(
-        &self,
-        c: ContainerKind,
-        v: Option<Codec>,
-        a: bool,
-    ) -> Result<NewRecording, StoreError> {
-        let new = self.inner.create(c, v, a)?;
-        Ok(NewRecording {
-            meta: new.meta,
-            sink: Box::new(FailAfter {
-                inner: new.sink,
-                left: self.budget,
-            }),
-        })
-    }
-    fn finish(&self, meta: RecordingMeta) -> Result<RecordingMeta, StoreError> {
-        self.inner.finish(meta)
-    }
-    fn repair(&self, meta: RecordingMeta, note: String) -> RecordingMeta {
-        self.inner.repair(meta, note)
-    }
-    fn list(&self) -> Vec<RecordingMeta> {
-        self.inner.list()
-    }
-    fn get(&self, id: &str) -> Result<RecordingMeta, StoreError> {
-        self.inner.get(id)
-    }
-    fn open(&self, id: &str) -> Result<(RecordingMeta, Box<dyn MediaSource>), StoreError> {
-        self.inner.open(id)
-    }
-    fn media_path(&self, id: &str) -> Result<(RecordingMeta, std::path::PathBuf), StoreError> {
-        self.inner.media_path(id)
-    }
-    fn rename(&self, id: &str, name: &str) -> Result<RecordingMeta, StoreError> {
-        self.inner.rename(id, name)
-    }
-    fn delete(&self, id: &str) -> Result<(), StoreError> {
-        self.inner.delete(id)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_ends_the_recording_cleanly_keeps_what_was_written_and_tells_the_client() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start_with(dir.path(), "vp8", &[], |inner| {
-        Arc::new(FillingDisk {
-            inner,
-            budget: 250_000,
-        })
+        Arc::new(WrapSinks::new(inner, |sink| {
+            Box::new(FailAfter {
+                inner: sink,
+                left: 250_000,
+            }) as Box<dyn MediaSink>
+        }))
     })
     .await;
     let messages = record_fixture_messages(&server, Codec::Vp8).await;

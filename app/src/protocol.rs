@@ -151,7 +151,8 @@ impl ClientMessage {
                 recordings: raw.recording.as_ref().map(RecordingSelection::ids),
             }),
             "STOP" => Ok(ClientMessage::Stop),
-            _ => Err(ProtocolError::UnknownOp(raw.op.clone())),
+            // Echo at most a short prefix: a client must not make the server repeat a megabyte.
+            _ => Err(ProtocolError::UnknownOp(raw.op.chars().take(32).collect())),
         }
     }
 

@@ -52,9 +52,11 @@ pub fn ivf_vp8(data: &[u8]) -> Result<Vec<Frame>, ElementaryError> {
         let body = data
             .get(at + 12..at + 12 + size)
             .ok_or(ElementaryError::TruncatedIvf(frames.len()))?;
+        // u128: `pts` is any u64 the file says; saturate instead of overflowing.
+        let ts = u128::from(pts) * 90_000 * u128::from(num) / u128::from(den);
         frames.push(Frame {
             codec: Codec::Vp8,
-            ts: pts * 90_000 * num / den,
+            ts: u64::try_from(ts).unwrap_or(u64::MAX),
             keyframe: vp8::is_keyframe(body),
             data: Bytes::copy_from_slice(body),
         });
@@ -142,7 +144,7 @@ pub fn ogg_opus(data: &[u8]) -> Result<Vec<Frame>, ElementaryError> {
                 keyframe: true,
                 data: Bytes::from(p),
             };
-            ts += u64::from(opus::packet_samples(&frame.data).unwrap_or(960));
+            ts = ts.saturating_add(u64::from(opus::packet_samples(&frame.data).unwrap_or(960)));
             frame
         })
         .collect())
@@ -207,6 +209,47 @@ mod tests {
         let ogg = fixture("opus_48k_stereo_4s.ogg");
         for cut in 0..ogg.len().min(5000) {
             let _ = ogg_opus(&ogg[..cut]);
+        }
+    }
+
+    /// A 32-byte VP8 IVF header with time base `num/den` s, then one 1-byte frame per pts.
+    fn ivf(num: u32, den: u32, pts: &[u64]) -> Vec<u8> {
+        let mut b = b"DKIF".to_vec();
+        b.extend_from_slice(&0u16.to_le_bytes()); // version
+        b.extend_from_slice(&32u16.to_le_bytes()); // header length
+        b.extend_from_slice(b"VP80");
+        b.extend_from_slice(&64u16.to_le_bytes());
+        b.extend_from_slice(&48u16.to_le_bytes());
+        b.extend_from_slice(&den.to_le_bytes()); // rate
+        b.extend_from_slice(&num.to_le_bytes()); // scale
+        b.extend_from_slice(&(pts.len() as u32).to_le_bytes());
+        b.extend_from_slice(&0u32.to_le_bytes());
+        for p in pts {
+            b.extend_from_slice(&1u32.to_le_bytes());
+            b.extend_from_slice(&p.to_le_bytes());
+            b.push(0x11);
+        }
+        b
+    }
+
+    #[test]
+    fn ivf_timestamps_saturate_instead_of_overflowing() {
+        // (time base num, den, pts, expected 90 kHz timestamps)
+        let cases: &[(u32, u32, &[u64], &[u64])] = &[
+            (1, 30, &[0, 1, 2], &[0, 3000, 6000]),
+            (1, 90_000, &[u64::MAX], &[u64::MAX]),
+            (
+                1,
+                30,
+                &[u64::MAX, u64::MAX / 3000],
+                &[u64::MAX, u64::MAX / 3000 * 3000],
+            ),
+            (u32::MAX, 1, &[1 << 40], &[u64::MAX]),
+        ];
+        for &(num, den, pts, want) in cases {
+            let frames = ivf_vp8(&ivf(num, den, pts)).unwrap();
+            let got: Vec<u64> = frames.iter().map(|f| f.ts).collect();
+            assert_eq!(got, want, "{num}/{den} {pts:?}");
         }
     }
 }

@@ -156,19 +156,25 @@ fn parse_header(buf: &[u8]) -> Result<(Header, std::ops::Range<usize>), RtpError
     Ok((header, start..end))
 }
 
-/// Nearest extension of `value` (taken modulo `2^bits`) to `reference`.
-fn nearest(reference: u64, value: u64, bits: u32) -> Option<u64> {
+/// Nearest extension of `value` (taken modulo `2^bits`, `bits < 64`) to `reference`: a step of
+/// exactly half a cycle counts as forward.
+///
+/// When the nearest extension does not fit in `u64` (it would fall before zero, or past
+/// `u64::MAX`), the extension on the other side of `reference` is returned instead. So a jump
+/// of just over half a cycle near zero (e.g. an RTP timestamp stepping by 2^31 + 1 early in a
+/// stream, which a sender restart can do) counts as a forward step and the values after it
+/// keep increasing, instead of every later value collapsing onto 0.
+fn nearest(reference: u64, value: u64, bits: u32) -> u64 {
     let cycle = 1u64 << bits;
     let half = cycle / 2;
-    let candidate = (reference & !(cycle - 1)) | value;
-    let extended = if candidate > reference && candidate - reference > half {
-        candidate.checked_sub(cycle)?
+    let candidate = (reference & !(cycle - 1)) | (value & (cycle - 1));
+    if candidate > reference && candidate - reference > half {
+        candidate.checked_sub(cycle).unwrap_or(candidate)
     } else if candidate < reference && reference - candidate >= half {
-        candidate.checked_add(cycle)?
+        candidate.checked_add(cycle).unwrap_or(candidate)
     } else {
         candidate
-    };
-    Some(extended)
+    }
 }
 
 /// Extends 16-bit RTP sequence numbers to a monotonic `u64` across wrap-around.
@@ -189,15 +195,13 @@ impl SeqUnwrapper {
         Self::default()
     }
 
-    /// Extends `seq`. Values that would fall before zero saturate to 0.
+    /// Extends `seq`. Never panics; the maximum grows by at most 2^15 per call, so the values
+    /// stay far from `u64::MAX` (below 2^17 + 2^15 * calls).
     pub fn unwrap(&mut self, seq: u16) -> u64 {
         let value = u64::from(seq);
         let extended = match self.max {
             None => value + (1 << 16),
-            Some(max) => match nearest(max, value, 16) {
-                Some(v) => v,
-                None => return 0,
-            },
+            Some(max) => nearest(max, value, 16),
         };
         self.max = Some(self.max.map_or(extended, |m| m.max(extended)));
         extended
@@ -207,8 +211,11 @@ impl SeqUnwrapper {
 /// Extends 32-bit RTP timestamps to a monotonic `u64` across wrap-around.
 ///
 /// The first value is returned unchanged; later values are placed in the 2^32 cycle nearest
-/// to the highest value seen so far. A value that would fall before zero (a timestamp older
-/// than the first one across the wrap) saturates to 0.
+/// to the highest value seen so far (a step of exactly 2^31 counts as forward). A value whose
+/// nearest extension would fall before zero (a step back across the wrap from the first cycle,
+/// e.g. a jump of 2^31 + 1 early in a stream) is placed forward instead, and later values follow
+/// it: results never collapse onto 0. Each call moves the maximum by at most 2^31, so values
+/// stay far from `u64::MAX`.
 #[derive(Clone, Debug, Default)]
 pub struct TsUnwrapper {
     max: Option<u64>,
@@ -225,10 +232,7 @@ impl TsUnwrapper {
         let value = u64::from(ts);
         let extended = match self.max {
             None => value,
-            Some(max) => match nearest(max, value, 32) {
-                Some(v) => v,
-                None => return 0,
-            },
+            Some(max) => nearest(max, value, 32),
         };
         self.max = Some(self.max.map_or(extended, |m| m.max(extended)));
         extended
@@ -494,9 +498,27 @@ mod tests {
                 ],
             ),
             (
-                "older than first saturates",
+                // Used to saturate to 0 (then 20 stayed 20); now the step counts as forward
+                // and 20 follows it into the next cycle (differences stay right).
+                "older than first across the wrap goes forward",
                 vec![10, u32::MAX - 5, 20],
-                vec![10, 0, 20],
+                vec![10, u32::MAX as u64 - 5, (1 << 32) + 20],
+            ),
+            (
+                // Used to give [10, 0, 0]: every frame after the jump collapsed onto 0.
+                "jump of 2^31 + 1 in the first cycle goes forward and stays monotonic",
+                vec![10, 10 + (1 << 31) + 1, 10 + (1 << 31) + 3001],
+                vec![10, (1 << 31) + 11, (1 << 31) + 3011],
+            ),
+            (
+                "jump of 2^31 + 1 after a wrap counts as backward",
+                vec![u32::MAX - 10, 20, 20 + (1 << 31) + 1],
+                vec![u32::MAX as u64 - 10, (1 << 32) + 20, (1 << 31) + 21],
+            ),
+            (
+                "jump of exactly 2^31 counts as forward",
+                vec![10, 10 + (1 << 31), 10],
+                vec![10, (1 << 31) + 10, (1 << 32) + 10],
             ),
             (
                 "two wraps",
@@ -516,6 +538,68 @@ mod tests {
             let mut u = TsUnwrapper::new();
             let out: Vec<u64> = input.iter().map(|t| u.unwrap(*t)).collect();
             assert_eq!(out, expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn nearest_table() {
+        // (name, reference, value, bits, expected)
+        let cases: Vec<(&str, u64, u64, u32, u64)> = vec![
+            ("same cycle", 1000, 1005, 32, 1005),
+            (
+                "forward across wrap",
+                u64::from(u32::MAX),
+                3,
+                32,
+                (1 << 32) + 3,
+            ),
+            (
+                "back across wrap",
+                (1 << 32) + 3,
+                u64::from(u32::MAX),
+                32,
+                u64::from(u32::MAX),
+            ),
+            (
+                "back before zero goes forward",
+                10,
+                u64::from(u32::MAX),
+                32,
+                u64::from(u32::MAX),
+            ),
+            (
+                "forward past u64::MAX goes back",
+                u64::MAX - 5,
+                0,
+                32,
+                u64::MAX - u64::from(u32::MAX),
+            ),
+            (
+                "u64::MAX itself",
+                u64::MAX,
+                u64::from(u32::MAX),
+                32,
+                u64::MAX,
+            ),
+            (
+                "16-bit forward past u64::MAX",
+                u64::MAX,
+                0,
+                16,
+                u64::MAX - 0xffff,
+            ),
+            ("value wider than the cycle is masked", 0, 0x1_0005, 16, 5),
+        ];
+        for (name, reference, value, bits, expected) in cases {
+            assert_eq!(nearest(reference, value, bits), expected, "{name}");
+        }
+        // Extremes never panic.
+        for reference in [0, 1, 1 << 31, 1 << 32, u64::MAX / 2, u64::MAX - 1, u64::MAX] {
+            for value in [0, 1, 1 << 15, 1 << 31, u64::from(u32::MAX)] {
+                for bits in [16, 32] {
+                    let _ = nearest(reference, value, bits);
+                }
+            }
         }
     }
 }

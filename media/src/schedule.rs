@@ -17,7 +17,11 @@
 //! * every clip starts on a video keyframe (earlier video frames, and audio older than the
 //!   keyframe, are dropped),
 //! * frames are paced by their recorded timestamps: a frame is due at
-//!   `clip start on the wall clock + frame.ts / clock rate`; all of its packets leave together.
+//!   `clip start on the wall clock + frame.ts / clock rate`; all of its packets leave together,
+//! * except that a gap in a clip's timestamps is shortened to [`MAX_PLAY_GAP_US`] (on both
+//!   kinds alike), so a file with a timestamp jump never stalls the viewer for long,
+//! * what is buffered ahead is bounded by media time ([`BUFFER_TARGET_US`]) and by size
+//!   ([`MAX_QUEUED_BYTES`], [`MAX_QUEUED_FRAMES`]).
 //!
 //! Internally every position is kept on a 720 kHz "media clock" (the least common multiple of
 //! the 90 kHz video and 48 kHz audio clocks), so a clip offset is exact in both RTP clocks.
@@ -46,10 +50,43 @@ pub const DEFAULT_VIDEO_FRAME_TICKS: u64 = 3_000;
 /// Duration (48 kHz ticks) assumed for the last audio frame of a clip: 20 ms of Opus.
 pub const AUDIO_FRAME_TICKS: u64 = 960;
 
-/// While a clip with a video track has shown no video frame at all, audio is held back (its
-/// start depends on the first keyframe) for at most this much audio (µs); after that the clip is
-/// assumed to start at timestamp 0 and video joins at its first keyframe.
+/// While a clip with a video track has no keyframe yet, audio is held back (its start depends
+/// on the first keyframe) for at most this much audio (µs); after that the clip starts without
+/// video and video joins at its first keyframe. The clip then starts at timestamp 0 if no video
+/// frame was seen at all, or at the oldest held audio frame if non-keyframes were seen (audio
+/// older than them was dropped, as it could never be played).
 const AUDIO_HOLD_US: u64 = 1_000_000;
+
+/// [`Scheduler::wants_more`] is false while the clips hold this many bytes of frame data (or
+/// more), whatever their media time.
+///
+/// The read-ahead is otherwise measured in media time only ([`BUFFER_TARGET_US`]): a file whose
+/// timestamps barely advance, or repeat, would make the caller push all of it into memory.
+/// While the current clip waits for its first keyframe (nothing can be sent yet, so refusing
+/// frames would stall the viewer forever), the scheduler keeps wanting frames and drops the
+/// oldest held audio (counted in [`SchedulerStats::dropped_frames`]) to stay within the limits.
+pub const MAX_QUEUED_BYTES: usize = 8 << 20;
+
+/// [`Scheduler::wants_more`] is false while the clips hold this many frames (or more); see
+/// [`MAX_QUEUED_BYTES`].
+pub const MAX_QUEUED_FRAMES: usize = 4096;
+
+/// Longest silence (µs) a gap in a clip's timestamps becomes on the wire.
+///
+/// A frame whose position is more than this after the latest frame seen before it on the same
+/// clip (either track; a clip's first frame counts from the clip's timestamp 0) has the excess
+/// removed from its position, and so has every later frame of the clip, on both tracks: audio
+/// and video stay in sync, and an old or corrupt file, or one with a big timestamp jump (a
+/// sender's clock reset), never stalls the viewer for hours.
+pub const MAX_PLAY_GAP_US: u64 = 1_000_000;
+
+/// [`MAX_PLAY_GAP_US`] in media-clock units.
+const MAX_PLAY_GAP_UNITS: u64 = MAX_PLAY_GAP_US * MEDIA_CLOCK / 1_000_000;
+
+/// Gaps remembered per clip to place late frames (of the other track) from before a gap. A
+/// gap is more than [`MAX_PLAY_GAP_US`] of media, and frames are at most a cluster/fragment
+/// out of order, so only the last few matter; the limit bounds memory on hostile files.
+const MAX_GAP_BREAKS: usize = 16;
 
 /// Ticks per second of the internal media clock: lcm(90 000, 48 000).
 const MEDIA_CLOCK: u64 = 720_000;
@@ -64,10 +101,10 @@ fn local_units(frame: &Frame) -> u64 {
     frame.ts.saturating_mul(units_per_tick(frame.codec))
 }
 
-/// Media-clock units -> µs (rounded down).
-const fn units_to_us(units: u64) -> u64 {
+/// Media-clock units -> µs (rounded down, saturating at `u64::MAX`).
+fn units_to_us(units: u64) -> u64 {
     // 1 unit = 1e6 / 720 000 µs = 25/18 µs. u128 avoids any overflow on absurd inputs.
-    (units as u128 * 25 / 18) as u64
+    u64::try_from(u128::from(units) * 25 / 18).unwrap_or(u64::MAX)
 }
 
 /// Configuration of a [`Scheduler`], fixed for one viewer session.
@@ -151,6 +188,79 @@ pub struct SchedulerStats {
     pub clips_started: u64,
 }
 
+/// A frame waiting to be sent, with its clip-local position (media-clock units, after gap
+/// collapsing: see [`Gaps`]), fixed when it was pushed.
+#[derive(Debug)]
+struct Queued {
+    frame: Frame,
+    units: u64,
+}
+
+/// Gap collapsing of one clip (see [`MAX_PLAY_GAP_US`]): maps raw clip-local positions
+/// (`ts * units_per_tick`) to collapsed ones.
+#[derive(Debug)]
+struct Gaps {
+    /// Largest raw position seen on the clip (starts at 0: the clip's timestamp 0).
+    latest: u64,
+    /// Largest collapsed position returned so far.
+    latest_collapsed: u64,
+    /// (raw position where a gap ended, units removed from positions at or after it), in
+    /// increasing order of both; at most [`MAX_GAP_BREAKS`].
+    breaks: VecDeque<(u64, u64)>,
+    /// Units removed from positions before the oldest entry of `breaks`.
+    base: u64,
+}
+
+impl Gaps {
+    fn new() -> Self {
+        Gaps {
+            latest: 0,
+            latest_collapsed: 0,
+            breaks: VecDeque::new(),
+            base: 0,
+        }
+    }
+
+    /// Units removed from raw position `raw`.
+    fn skip_at(&self, raw: u64) -> u64 {
+        self.breaks
+            .iter()
+            .rev()
+            .find(|(at, _)| *at <= raw)
+            .map_or(self.base, |&(_, skip)| skip)
+    }
+
+    /// The collapsed position of a frame at raw position `raw`, noting a new gap if it starts
+    /// more than [`MAX_PLAY_GAP_UNITS`] after everything seen so far.
+    ///
+    /// The result is never more than [`MAX_PLAY_GAP_UNITS`] after the largest one returned
+    /// before: that only changes frames of a corrupt file that go back in time to inside a gap
+    /// already collapsed (their raw position is before the gap's end, so its skip does not
+    /// apply to them), which would otherwise be placed up to the whole gap later.
+    fn collapse(&mut self, raw: u64) -> u64 {
+        let gap = raw.saturating_sub(self.latest);
+        if gap > MAX_PLAY_GAP_UNITS {
+            let total = self
+                .breaks
+                .back()
+                .map_or(self.base, |&(_, skip)| skip)
+                .saturating_add(gap - MAX_PLAY_GAP_UNITS);
+            self.breaks.push_back((raw, total));
+            if self.breaks.len() > MAX_GAP_BREAKS
+                && let Some((_, skip)) = self.breaks.pop_front()
+            {
+                self.base = skip;
+            }
+        }
+        self.latest = self.latest.max(raw);
+        let out = raw
+            .saturating_sub(self.skip_at(raw))
+            .min(self.latest_collapsed.saturating_add(MAX_PLAY_GAP_UNITS));
+        self.latest_collapsed = self.latest_collapsed.max(out);
+        out
+    }
+}
+
 /// One clip between `start_clip` and its `ClipEnded`.
 #[derive(Debug)]
 struct Clip {
@@ -161,19 +271,23 @@ struct Clip {
     audio_pt: Option<u8>,
     /// Session media position (media-clock units) of the clip's origin.
     offset: u64,
-    /// Clip-local position (media-clock units, `ts * units_per_tick`) that maps to `offset`:
-    /// the first keyframe. `None` until known; audio waits meanwhile.
+    /// Clip-local position (media-clock units, `ts * units_per_tick`, collapsed by `gaps`)
+    /// that maps to `offset`: the first keyframe. `None` until known; audio waits meanwhile.
     origin: Option<u64>,
     /// A keyframe was accepted; later video frames are accepted too.
     keyed: bool,
     /// Any video frame was pushed (keyframe or not).
     video_seen: bool,
-    video_q: VecDeque<Frame>,
-    audio_q: VecDeque<Frame>,
-    /// Last accepted video frame: (ts, interval to the previous one in ticks).
+    video_q: VecDeque<Queued>,
+    audio_q: VecDeque<Queued>,
+    /// Bytes of frame data in `video_q` and `audio_q`.
+    queued_bytes: usize,
+    /// Timestamp gaps collapsed so far; every position below is collapsed.
+    gaps: Gaps,
+    /// Last accepted video frame: (largest position, interval to the previous one), in units.
     last_video: Option<(u64, u64)>,
-    /// Largest accepted audio ts.
-    last_audio_ts: Option<u64>,
+    /// Largest position (units) of an accepted audio frame.
+    last_audio: Option<u64>,
     /// Largest clip-local position (units) of an accepted frame.
     max_units: Option<u64>,
     /// `end_clip` was called; `len` is valid.
@@ -197,8 +311,10 @@ impl Clip {
             video_seen: false,
             video_q: VecDeque::new(),
             audio_q: VecDeque::new(),
+            queued_bytes: 0,
+            gaps: Gaps::new(),
             last_video: None,
-            last_audio_ts: None,
+            last_audio: None,
             max_units: None,
             ended: false,
             len: 0,
@@ -215,25 +331,75 @@ impl Clip {
     /// Drops queued audio older than clip-local position `units`; returns how many.
     fn drop_audio_before(&mut self, units: u64) -> u64 {
         let before = self.audio_q.len();
-        self.audio_q.retain(|f| local_units(f) >= units);
+        let mut freed = 0usize;
+        self.audio_q.retain(|q| {
+            let keep = q.units >= units;
+            if !keep {
+                freed += q.frame.data.len();
+            }
+            keep
+        });
+        self.queued_bytes = self.queued_bytes.saturating_sub(freed);
         (before - self.audio_q.len()) as u64
+    }
+
+    /// While the origin is unknown: drops the oldest held audio until the clip holds at most
+    /// [`MAX_QUEUED_FRAMES`] frames and [`MAX_QUEUED_BYTES`] bytes (the newest frame is always
+    /// kept). Returns how many were dropped.
+    fn trim_held_audio(&mut self) -> u64 {
+        let mut dropped = 0;
+        while self.audio_q.len() > 1
+            && (self.audio_q.len() + self.video_q.len() > MAX_QUEUED_FRAMES
+                || self.queued_bytes > MAX_QUEUED_BYTES)
+        {
+            if let Some(q) = self.audio_q.pop_front() {
+                self.queued_bytes = self.queued_bytes.saturating_sub(q.frame.data.len());
+                dropped += 1;
+            }
+        }
+        dropped
     }
 
     fn note_accepted(&mut self, units: u64) {
         self.max_units = Some(self.max_units.map_or(units, |m| m.max(units)));
     }
 
-    /// Session position (units) of `frame`; the origin must be known and not after the frame.
-    fn position(&self, frame: &Frame) -> u64 {
-        let local = local_units(frame).saturating_sub(self.origin.unwrap_or(0));
+    /// Queues an accepted frame of `kind` at clip-local position `units`.
+    fn enqueue(&mut self, kind: MediaKind, frame: Frame, units: u64) {
+        self.queued_bytes = self.queued_bytes.saturating_add(frame.data.len());
+        let q = Queued { frame, units };
+        match kind {
+            MediaKind::Video => self.video_q.push_back(q),
+            MediaKind::Audio => self.audio_q.push_back(q),
+        }
+    }
+
+    /// Takes the front frame of `kind`.
+    fn dequeue(&mut self, kind: MediaKind) -> Option<Frame> {
+        let q = match kind {
+            MediaKind::Video => self.video_q.pop_front(),
+            MediaKind::Audio => self.audio_q.pop_front(),
+        }?;
+        self.queued_bytes = self.queued_bytes.saturating_sub(q.frame.data.len());
+        Some(q.frame)
+    }
+
+    /// Frames queued (both tracks).
+    fn queued_frames(&self) -> usize {
+        self.video_q.len() + self.audio_q.len()
+    }
+
+    /// Session position (units) of a queued frame; the origin must be known and not after it.
+    fn position(&self, q: &Queued) -> u64 {
+        let local = q.units.saturating_sub(self.origin.unwrap_or(0));
         self.offset.saturating_add(local)
     }
 
     /// The kind and session position of the next frame to send (earliest position first).
     fn next_frame(&self) -> Option<(MediaKind, u64)> {
         self.origin?;
-        let video = self.video_q.front().map(|f| self.position(f));
-        let audio = self.audio_q.front().map(|f| self.position(f));
+        let video = self.video_q.front().map(|q| self.position(q));
+        let audio = self.audio_q.front().map(|q| self.position(q));
         match (video, audio) {
             (Some(v), Some(a)) if a < v => Some((MediaKind::Audio, a)),
             (Some(v), _) => Some((MediaKind::Video, v)),
@@ -255,21 +421,19 @@ impl Clip {
                 // Video but never a keyframe: nothing of this clip can start on a keyframe.
                 dropped = self.audio_q.len() as u64;
                 self.audio_q.clear();
-                self.last_audio_ts = None;
+                self.queued_bytes = 0; // no keyframe, so nothing in video_q either
+                self.last_audio = None;
                 self.max_units = None;
             }
             dropped += self.resolve_origin(0);
         }
         let origin = self.origin.unwrap_or(0);
-        let video_end = self.last_video.map(|(ts, interval)| {
-            let codec = self.video.map_or(Codec::Vp8, |(c, _)| c);
-            ts.saturating_add(interval)
-                .saturating_mul(units_per_tick(codec))
-        });
-        let audio_end = self.last_audio_ts.map(|ts| {
-            ts.saturating_add(AUDIO_FRAME_TICKS)
-                .saturating_mul(units_per_tick(Codec::Opus))
-        });
+        let video_end = self
+            .last_video
+            .map(|(units, interval)| units.saturating_add(interval));
+        let audio_end = self
+            .last_audio
+            .map(|units| units.saturating_add(AUDIO_FRAME_TICKS * units_per_tick(Codec::Opus)));
         self.len = video_end
             .into_iter()
             .chain(audio_end)
@@ -394,9 +558,10 @@ impl Scheduler {
             _ => return false,
         }
         clip.video_seen = true;
-        let units = local_units(&frame);
+        let units = clip.gaps.collapse(local_units(&frame));
         if !clip.keyed {
-            if !frame.keyframe {
+            // A keyframe before an origin fixed by held audio cannot start the video either.
+            if !frame.keyframe || clip.origin.is_some_and(|origin| units < origin) {
                 if clip.origin.is_none() {
                     // The keyframe comes later in decode order, so held audio older than this
                     // frame can never be played: drop it now to bound what is held.
@@ -413,16 +578,14 @@ impl Scheduler {
             return false;
         }
         let interval = match clip.last_video {
-            Some((prev, _)) if frame.ts > prev => frame.ts - prev,
+            Some((prev, _)) if units > prev => units - prev,
             Some((_, interval)) => interval,
-            None => DEFAULT_VIDEO_FRAME_TICKS,
+            None => DEFAULT_VIDEO_FRAME_TICKS * units_per_tick(frame.codec),
         };
-        let last_ts = clip
-            .last_video
-            .map_or(frame.ts, |(prev, _)| prev.max(frame.ts));
-        clip.last_video = Some((last_ts, interval));
+        let last = clip.last_video.map_or(units, |(prev, _)| prev.max(units));
+        clip.last_video = Some((last, interval));
         clip.note_accepted(units);
-        clip.video_q.push_back(frame);
+        clip.enqueue(MediaKind::Video, frame, units);
         true
     }
 
@@ -431,19 +594,24 @@ impl Scheduler {
         if clip.audio_pt.is_none() {
             return false;
         }
-        let units = local_units(&frame);
+        let units = clip.gaps.collapse(local_units(&frame));
         if let Some(origin) = clip.origin
             && units < origin
         {
             return false;
         }
-        clip.last_audio_ts = Some(clip.last_audio_ts.map_or(frame.ts, |t| t.max(frame.ts)));
+        clip.last_audio = Some(clip.last_audio.map_or(units, |t| t.max(units)));
         clip.note_accepted(units);
-        clip.audio_q.push_back(frame);
-        if clip.origin.is_none() && !clip.video_seen {
-            let first = clip.audio_q.front().map_or(units, local_units);
+        clip.enqueue(MediaKind::Audio, frame, units);
+        if clip.origin.is_none() {
+            // Held for a keyframe: at most AUDIO_HOLD_US of audio (and the queue limits), so a
+            // clip whose video never starts (or only later) still plays its audio.
+            let first = clip.audio_q.front().map_or(units, |q| q.units);
             if units_to_us(units.saturating_sub(first)) >= AUDIO_HOLD_US {
-                *dropped += clip.resolve_origin(0);
+                let origin = if clip.video_seen { first } else { 0 };
+                *dropped += clip.resolve_origin(origin);
+            } else {
+                *dropped += clip.trim_held_audio();
             }
         }
         true
@@ -463,10 +631,27 @@ impl Scheduler {
     /// True while less than [`BUFFER_TARGET_US`] of media is pushed ahead of the play position
     /// (as of the last [`poll`](Self::poll)), or while the current clip still waits for its
     /// first keyframe. The caller pushes frames (or starts the next clip) while this is true.
+    ///
+    /// Always false while the clips hold [`MAX_QUEUED_BYTES`] or [`MAX_QUEUED_FRAMES`] (or
+    /// more), except when the only clip still waits for its first keyframe: nothing could be
+    /// sent to make room, so it keeps wanting frames and drops its oldest held audio instead.
+    /// Always true while nothing at all is queued.
     pub fn wants_more(&self) -> bool {
         let Some(back) = self.clips.back() else {
             return true;
         };
+        let (bytes, frames) = self.queued();
+        if bytes >= MAX_QUEUED_BYTES || frames >= MAX_QUEUED_FRAMES {
+            // Only the back clip can lack an origin (earlier clips are ended, which fixes it).
+            // With an earlier clip still queued, that clip plays and makes room.
+            return back.origin.is_none() && self.clips.len() == 1;
+        }
+        if frames == 0 {
+            // Nothing to send, so no deadline: refusing frames now could only stall. (With
+            // frames out of order, a corrupt file can leave the write head far ahead of the
+            // play head although everything pushed has been sent.)
+            return true;
+        }
         let Some(origin) = back.origin else {
             return true;
         };
@@ -493,7 +678,10 @@ impl Scheduler {
         let clip = self.clips.front()?;
         match clip.next_frame() {
             Some((_, pos)) => match self.wall_base {
-                Some(base) => Some((base + units_to_us(pos) as i128).max(0) as u64),
+                Some(base) => {
+                    let due = (base + units_to_us(pos) as i128).max(0);
+                    Some(u64::try_from(due).unwrap_or(u64::MAX))
+                }
                 None => Some(self.now),
             },
             None if clip.finished() => Some(self.now),
@@ -555,10 +743,11 @@ impl Scheduler {
         let Some(clip) = self.clips.front_mut() else {
             return;
         };
-        let (frame, pt) = match kind {
-            MediaKind::Video => (clip.video_q.pop_front(), clip.video.map(|(_, pt)| pt)),
-            MediaKind::Audio => (clip.audio_q.pop_front(), clip.audio_pt),
+        let pt = match kind {
+            MediaKind::Video => clip.video.map(|(_, pt)| pt),
+            MediaKind::Audio => clip.audio_pt,
         };
+        let frame = clip.dequeue(kind);
         let (Some(frame), Some(pt)) = (frame, pt) else {
             return;
         };
@@ -606,6 +795,16 @@ impl Scheduler {
     /// Counters so far.
     pub fn stats(&self) -> SchedulerStats {
         self.stats
+    }
+
+    /// (bytes of frame data, frames) queued in all clips.
+    fn queued(&self) -> (usize, usize) {
+        self.clips.iter().fold((0, 0), |(bytes, frames), c| {
+            (
+                bytes.saturating_add(c.queued_bytes),
+                frames + c.queued_frames(),
+            )
+        })
     }
 
     /// True when every clip has been played out (`ClipEnded` returned) and nothing is pending.
@@ -1578,5 +1777,235 @@ mod tests {
         assert_eq!(a[0].at, 0);
         assert_eq!(v[0].at, 1_500_000);
         assert_eq!(v[0].ts - config().initial_video_ts, 135_000);
+    }
+
+    /// Opus frames at the given timestamps (tags by index, `size` bytes each).
+    fn audio_at(ts: &[u64], size: usize) -> Vec<Frame> {
+        ts.iter()
+            .enumerate()
+            .map(|(i, &ts)| Frame {
+                codec: Codec::Opus,
+                ts,
+                keyframe: true,
+                data: frame_data(Codec::Opus, true, tag_of(i), size),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn read_ahead_is_bounded_by_bytes_and_frames() {
+        let non_key = |ts: u64| video(Codec::Vp8, &[ts], |_| false, 100);
+        // (name, clip tracks, frames offered, frames pushed while `wants_more`, a deadline
+        // exists afterwards, dropped frames)
+        let cases: Vec<(&str, TrackInfo, Vec<Frame>, usize, bool, u64)> = vec![
+            (
+                "frozen video timestamps: frame limit",
+                info(Some(Codec::Vp8), false),
+                video(Codec::Vp8, &[0; 10_000], first_key, 100),
+                MAX_QUEUED_FRAMES,
+                true,
+                0,
+            ),
+            (
+                "frozen video timestamps: byte limit",
+                info(Some(Codec::Vp8), false),
+                video(Codec::Vp8, &[0; 300], first_key, 65_536),
+                MAX_QUEUED_BYTES / 65_536,
+                true,
+                0,
+            ),
+            (
+                // Video was seen but no keyframe follows: after AUDIO_HOLD_US of audio the clip
+                // starts without video instead of holding all of its audio.
+                "non-keyframe then only audio",
+                info(Some(Codec::Vp8), true),
+                [non_key(0), audio(100)].concat(),
+                1 + 51,
+                true,
+                1,
+            ),
+            (
+                // Waiting for a keyframe that never comes, with audio whose timestamp never
+                // advances: keeps wanting frames, holds at most MAX_QUEUED_FRAMES of audio.
+                "held audio with a frozen timestamp: frame limit",
+                info(Some(Codec::Vp8), true),
+                [non_key(0), audio_at(&[0; 6000], 60)].concat(),
+                6001,
+                false,
+                1 + (6000 - MAX_QUEUED_FRAMES as u64),
+            ),
+            (
+                "held audio with a frozen timestamp: byte limit",
+                info(Some(Codec::Vp8), true),
+                audio_at(&[0; 300], 65_536),
+                300,
+                false,
+                300 - (MAX_QUEUED_BYTES / 65_536) as u64,
+            ),
+        ];
+        for (name, tracks, frames, want_pushed, want_deadline, want_dropped) in cases {
+            let mut s = Scheduler::new(config());
+            s.start_clip("x".into(), &tracks).unwrap();
+            let mut pushed = 0;
+            for f in frames {
+                if !s.wants_more() {
+                    break;
+                }
+                s.push_frame(f);
+                pushed += 1;
+                let (bytes, queued) = s.queued();
+                assert!(
+                    queued <= MAX_QUEUED_FRAMES,
+                    "{name}: {queued} frames queued"
+                );
+                assert!(
+                    bytes <= MAX_QUEUED_BYTES + 65_536,
+                    "{name}: {bytes} bytes queued"
+                );
+            }
+            assert_eq!(pushed, want_pushed, "{name}: frames pushed");
+            assert_eq!(
+                s.next_deadline().is_some(),
+                want_deadline,
+                "{name}: deadline"
+            );
+            assert_eq!(s.stats().dropped_frames, want_dropped, "{name}: dropped");
+            if want_deadline {
+                // What is queued plays, and then more is wanted again.
+                let mut now = 0;
+                while let Some(d) = s.next_deadline() {
+                    now = now.max(d);
+                    while s.poll(now).is_some() {}
+                    if s.queued() == (0, 0) {
+                        break;
+                    }
+                }
+                assert_eq!(s.queued(), (0, 0), "{name}");
+                assert!(s.wants_more(), "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn timestamp_gaps_play_as_at_most_one_second() {
+        const H6_MS: u64 = 6 * 3600 * 1000;
+        // (name, clip has video, first timestamp (ms), gap after its first second (ms),
+        // largest interval between two consecutive frames sent, µs)
+        let cases: &[(&str, bool, u64, u64, u64)] = &[
+            ("0.5 s gap is kept", true, 0, 500, 520_000),
+            ("2 s gap", true, 0, 2_000, MAX_PLAY_GAP_US),
+            ("6 h gap", true, 0, H6_MS, MAX_PLAY_GAP_US),
+            ("6 h gap, audio only", false, 0, H6_MS, MAX_PLAY_GAP_US),
+            // The clip's timestamp 0 counts as the frame before its first one (+ the 20 ms
+            // of the previous clip's last audio frame).
+            (
+                "audio-only clip starting at 6 h",
+                false,
+                H6_MS,
+                0,
+                MAX_PLAY_GAP_US + 20_000,
+            ),
+            // A video clip starts at its first keyframe anyway.
+            ("video clip starting at 6 h", true, H6_MS, 0, 20_000),
+        ];
+        for &(name, has_video, lead_ms, gap_ms, want_gap) in cases {
+            // 1 s of media, the gap, 1 s more.
+            let two_parts = |clock: u64, step: u64, n: u64| -> Vec<u64> {
+                let lead = lead_ms * clock / 1000;
+                let second = lead + clock + gap_ms * clock / 1000;
+                (0..n)
+                    .map(|i| lead + i * step)
+                    .chain((0..n).map(|i| second + i * step))
+                    .collect()
+            };
+            let v = if has_video {
+                video(Codec::Vp8, &two_parts(90_000, 3000, 30), first_key, 100)
+            } else {
+                Vec::new()
+            };
+            let a = audio_at(&two_parts(48_000, 960, 50), 60);
+            let vcodec = has_video.then_some(Codec::Vp8);
+            let mut steps = av_clip("a", Codec::Vp8, 30, 3000, 50);
+            steps.extend(clip_steps("b", info(vcodec, true), v, a));
+            let start = 1_000;
+            let cfg = config();
+            let run = run(cfg.clone(), steps, start);
+            let frames = sent_frames(&run);
+            let n_video = if has_video { 90 } else { 30 };
+            assert_eq!(
+                (
+                    of_kind(&frames, MediaKind::Video).len(),
+                    of_kind(&frames, MediaKind::Audio).len()
+                ),
+                (n_video, 150),
+                "{name}"
+            );
+            let largest = frames.windows(2).map(|w| w[1].at - w[0].at).max();
+            assert_eq!(largest, Some(want_gap), "{name}");
+            // Both tracks lost the same time: every frame still goes out when its RTP
+            // timestamp says, on one timeline.
+            for f in &frames {
+                let (base, clock) = match f.kind {
+                    MediaKind::Video => (cfg.initial_video_ts, 90_000),
+                    MediaKind::Audio => (cfg.initial_audio_ts, 48_000),
+                };
+                let media_us = us(f.ts.wrapping_sub(base) as u64, clock);
+                assert!(
+                    (f.at - start).abs_diff(media_us) <= 21,
+                    "{name}: {f:?} sent at {} but RTP time says {media_us}",
+                    f.at - start
+                );
+            }
+            let first_of =
+                |kind: MediaKind| frames.iter().find(|f| f.clip == "b" && f.kind == kind);
+            if has_video {
+                let (fv, fa) = (first_of(MediaKind::Video), first_of(MediaKind::Audio));
+                assert_eq!(
+                    fv.map(|f| f.at),
+                    fa.map(|f| f.at),
+                    "{name}: b starts in sync"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn extreme_timestamps_never_panic() {
+        assert_eq!(units_to_us(u64::MAX), u64::MAX);
+        assert_eq!(units_to_us(18), 25);
+        const M: u64 = u64::MAX;
+        // (video timestamps, audio timestamps); the first video frame is the keyframe.
+        let cases: &[(&[u64], &[u64])] = &[
+            (&[0, M, M, 5, M - 1], &[0, M, 3, M]),
+            (&[M, M, M], &[M, M - 960, M]),
+            (&[1 << 63, 0, 1 << 40, M], &[1 << 62, 1 << 63, 0]),
+            (&[M - 3000, M - 1, M], &[]),
+            (&[], &[M, 0, M]),
+        ];
+        for &(vts, ats) in cases {
+            let ctx = format!("{vts:?} {ats:?}");
+            let mut steps = av_clip("before", Codec::Vp8, 3, 3000, 3);
+            let mut b = vec![Step::Start("x".into(), info(Some(Codec::Vp8), true))];
+            // In the given order (not sorted by time): as a corrupt file would give them.
+            for f in video(Codec::Vp8, vts, first_key, 100)
+                .into_iter()
+                .chain(audio_at(ats, 60))
+            {
+                b.push(Step::Push(f));
+            }
+            b.push(Step::End);
+            steps.extend(b);
+            steps.extend(av_clip("after", Codec::Vp8, 3, 3000, 3));
+            let pushed = (vts.len() + ats.len() + 12) as u64;
+            let run = run(config(), steps, 0);
+            let frames = sent_frames(&run);
+            let stats = run.sched.stats();
+            assert_eq!(
+                stats.video_frames + stats.audio_frames + stats.dropped_frames,
+                pushed,
+                "{ctx}: every frame is sent or dropped"
+            );
+            assert_eq!(frames.len() as u64, stats.video_frames + stats.audio_frames);
+        }
     }
 }

@@ -6,6 +6,7 @@
 //! loadgen play --viewers 5 --seconds 10 --seed-recordings 2
 //! loadgen mixed --recorders 5 --viewers 5 --seconds 30 --churn-seconds 10
 //! loadgen churn --sessions 200 --concurrency 10 --kind record
+//! loadgen soak --seconds 1800 --recorders 4 --viewers 4 --out bench/soak-1800.json
 //! ```
 //!
 //! By default the server is spawned (`--server-bin`, a temp `--data-dir`, loopback only, a
@@ -21,6 +22,8 @@ mod server;
 mod session;
 #[path = "loadgen/signal.rs"]
 mod signal;
+#[path = "loadgen/soak.rs"]
+mod soak;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -60,6 +63,10 @@ enum Cmd {
     Mixed(MixedArgs),
     /// N short sessions, K at a time; checks memory returns to baseline.
     Churn(ChurnArgs),
+    /// Recorder and viewer churn plus hostile clients for S seconds, sampling the server's
+    /// RSS, fds and threads; exits non-zero if a session failed or the server died.
+    #[command(mut_arg("settle_seconds", |a| a.default_value("15")))]
+    Soak(SoakArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -201,6 +208,35 @@ struct ChurnArgs {
     /// pools, crypto tables, allocator arenas) are not counted as growth.
     #[arg(long, default_value_t = 20)]
     warmup_sessions: usize,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args, Debug)]
+struct SoakArgs {
+    /// Length of the load phase (the baseline sample is taken before it, the settle after).
+    #[arg(long, default_value_t = 1800.0)]
+    seconds: f64,
+    /// Recorder slots, each recording --record-seconds of the fixture, STOP, again.
+    #[arg(long, default_value_t = 4)]
+    recorders: usize,
+    #[arg(long, default_value_t = 5.0)]
+    record_seconds: f64,
+    /// Viewer slots (from the first recording on), each playing --view-seconds, then STOP or
+    /// closing the socket, in turn, again.
+    #[arg(long, default_value_t = 4)]
+    viewers: usize,
+    #[arg(long, default_value_t = 5.0)]
+    view_seconds: f64,
+    /// A hostile client starts this often (junk, abandoned RECORD, bad profile, silent, in turn).
+    #[arg(long, default_value_t = 1000)]
+    hostile_interval_ms: u64,
+    /// At most this many hostile clients at once (0 = none).
+    #[arg(long, default_value_t = 4)]
+    hostile_concurrency: usize,
+    /// Sample the server's RSS, fds and threads this often.
+    #[arg(long, default_value_t = 10.0)]
+    sample_seconds: f64,
     #[command(flatten)]
     common: Common,
 }
@@ -576,6 +612,12 @@ async fn run(cli: Cli) -> Result<Value, String> {
             json!({"sessions": a.sessions, "concurrency": a.concurrency, "kind": format!("{:?}", a.kind).to_lowercase(), "session_seconds": a.session_seconds}),
             a.concurrency + a.seed_recordings,
         ),
+        Cmd::Soak(a) => (
+            "soak",
+            a.common.clone(),
+            soak::params(a),
+            a.recorders + a.viewers + a.hostile_concurrency,
+        ),
     };
     let codec = common.codec.codec();
     let fixture = Arc::new(Fixture::load(&common.fixtures, codec)?);
@@ -602,6 +644,10 @@ async fn run(cli: Cli) -> Result<Value, String> {
 
     let mut seeded = json!(null);
     let result = async {
+        // The soak has its own phases (baseline, load, settle) and report.
+        if let Cmd::Soak(a) = &cli.cmd {
+            return soak::run(a, &server, fixture.clone()).await;
+        }
         // Seeding happens before the baseline is taken.
         match &cli.cmd {
             Cmd::Play(a) => seeded = seed(delay, &server, codec, &common.fixtures, a.seed_recordings, a.seed_seconds).await?,
@@ -714,6 +760,7 @@ async fn run(cli: Cli) -> Result<Value, String> {
                 out.unfinished = u;
                 out.max_concurrent = a.concurrency;
             }
+            Cmd::Soak(_) => unreachable!("the soak returned above"),
         }
         let active_wall = measure.t0.elapsed().as_secs_f64();
         let server_cpu = measure.server_cpu();
@@ -821,12 +868,14 @@ fn main() {
         Cmd::Play(a) => a.common.out.clone(),
         Cmd::Mixed(a) => a.common.out.clone(),
         Cmd::Churn(a) => a.common.out.clone(),
+        Cmd::Soak(a) => a.common.out.clone(),
     };
     let workers = match &cli.cmd {
         Cmd::Record(a) => a.common.workers,
         Cmd::Play(a) => a.common.workers,
         Cmd::Mixed(a) => a.common.workers,
         Cmd::Churn(a) => a.common.workers,
+        Cmd::Soak(a) => a.common.workers,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers.max(1))
@@ -839,8 +888,11 @@ fn main() {
             std::process::exit(1);
         }
     };
+    // A report with `"ok": false` (a soak that saw a failure) is written, then exits 1.
+    let failed;
     match runtime.block_on(run(cli)) {
         Ok(report) => {
+            failed = report["ok"] == false;
             let text = serde_json::to_string_pretty(&report).unwrap_or_default();
             println!("{text}");
             if let Some(path) = out {
@@ -860,6 +912,9 @@ fn main() {
     }
     // Session tasks that were aborted may still hold sockets; do not wait for them.
     runtime.shutdown_timeout(Duration::from_secs(2));
+    if failed {
+        std::process::exit(1);
+    }
 }
 
 /// One session of a churn run.

@@ -3,19 +3,27 @@
 //! One socket runs at most one session at a time; when it ends (STOP, peer gone, limit) the
 //! same socket can start another. Closing the socket ends a running recording cleanly: the
 //! file is finalized and kept.
-use axum::extract::State;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures::stream::SplitSink;
 use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::AppState;
+use crate::limits::Slot;
 use crate::session::{self, SessionHandle};
 use app::protocol::{ClientMessage, MAX_MESSAGE_BYTES, ServerMessage};
 
 pub async fn upgrade(
     ws: WebSocketUpgrade,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     State(state): State<AppState>,
 ) -> Response {
@@ -23,11 +31,31 @@ pub async fn upgrade(
         tracing::warn!(%why, "websocket refused");
         return (StatusCode::FORBIDDEN, why).into_response();
     }
+    if state.shutdown.is_cancelled() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "5")],
+            "the server is shutting down",
+        )
+            .into_response();
+    }
+    let Some(slot) = state.sockets_per_ip.try_acquire(peer.ip()) else {
+        tracing::warn!(client = %peer.ip(), "websocket refused: too many from one address");
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "too many websockets from your address: at most {} at once (--max-sockets-per-ip)",
+                state.sockets_per_ip.max()
+            ),
+        )
+            .into_response();
+    };
     // Frames up to 4 MiB reach the handler, which answers anything over 1 MiB with an ERROR
     // instead of dropping the connection.
+    let tasks = state.tasks.clone();
     ws.max_message_size(4 * MAX_MESSAGE_BYTES)
         .max_frame_size(4 * MAX_MESSAGE_BYTES)
-        .on_upgrade(move |socket| handle(socket, state))
+        .on_upgrade(move |socket| tasks.track_future(handle(socket, state, peer.ip(), slot)))
 }
 
 /// Browsers send `Origin`; it must match the page's host or be allowed by `--allow-origin`.
@@ -60,62 +88,157 @@ pub fn check_origin(headers: &HeaderMap, allowed: &[String]) -> Result<(), Strin
     }
 }
 
-async fn handle(socket: WebSocket, state: AppState) {
-    let (mut sink, mut stream) = socket.split();
-    let (out_tx, mut out_rx) = mpsc::channel::<ServerMessage>(64);
+/// Messages waiting for the writer. Replies to the client's own messages are enqueued without
+/// waiting: a client that lets this many pile up is not reading, and is disconnected.
+const OUT_QUEUE: usize = 64;
+/// A write (one frame to the kernel) that takes longer than this means the client stopped
+/// reading: the socket is closed.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the end of a connection waits to deliver its last messages and the close frame.
+const FAREWELL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the server ends a connection, sent in the close frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Farewell {
+    /// The client closed, or its session ended and it hung up.
+    Normal,
+    /// The client did not read what it was sent.
+    NotReading,
+    /// Nothing came from the client (not even a pong) for `--ws-idle-timeout`.
+    Idle,
+    /// The server is stopping.
+    Shutdown,
+}
+
+impl Farewell {
+    fn frame(self) -> CloseFrame {
+        let (code, reason) = match self {
+            Farewell::Normal => (close_code::NORMAL, "bye"),
+            Farewell::NotReading => (close_code::POLICY, "the client does not read its messages"),
+            Farewell::Idle => (close_code::POLICY, "idle timeout"),
+            Farewell::Shutdown => (close_code::AWAY, "the server is shutting down"),
+        };
+        CloseFrame {
+            code,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// One socket: this task reads and runs the session; a writer task of its own drains the
+/// outgoing queue, so writing to a client that does not read never blocks reading from it.
+async fn handle(socket: WebSocket, state: AppState, client: IpAddr, _slot: Slot) {
+    let (sink, mut stream) = socket.split();
+    let (out_tx, out_rx) = mpsc::channel::<ServerMessage>(OUT_QUEUE);
+    let idle_timeout = Duration::from_secs(state.config.ws_idle_timeout);
+    // Cancelled when the socket cannot be written to any more (or must be dropped at once).
+    let dead = CancellationToken::new();
+    let farewell = Arc::new(std::sync::OnceLock::<Farewell>::new());
+    let writer = tokio::spawn(write_loop(
+        sink,
+        out_rx,
+        idle_timeout / 3,
+        dead.clone(),
+        farewell.clone(),
+    ));
     let mut running: Option<SessionHandle> = None;
     let shutdown = state.shutdown.clone();
+    let mut last_heard = Instant::now();
+    let mut idle_check = tokio::time::interval(idle_timeout / 3);
 
-    loop {
+    let why = loop {
         tokio::select! {
             incoming = stream.next() => {
-                let text = match incoming {
-                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
-                    Some(Ok(Message::Text(t))) => t.to_string(),
+                last_heard = Instant::now();
+                let reply = match incoming {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break Farewell::Normal,
+                    Some(Ok(Message::Text(t))) => on_text(&t, &state, client, &out_tx, &mut running),
                     Some(Ok(Message::Binary(_))) => {
-                        let _ = out_tx.send(ServerMessage::Error("binary messages are not supported; send JSON text".into())).await;
-                        continue;
+                        Some("binary messages are not supported; send JSON text".into())
                     }
-                    Some(Ok(_)) => continue, // ping/pong
+                    Some(Ok(_)) => None, // ping/pong
                 };
-                if let Some(reply) = on_text(&text, &state, &out_tx, &mut running) {
-                    let _ = out_tx.send(ServerMessage::Error(reply)).await;
-                }
-            }
-            Some(msg) = out_rx.recv() => {
-                if sink.send(Message::Text(msg.to_json().into())).await.is_err() {
-                    break;
+                if let Some(reply) = reply
+                    && out_tx.try_send(ServerMessage::Error(reply)).is_err()
+                {
+                    tracing::warn!(%client, "closing a websocket whose client does not read");
+                    dead.cancel();
+                    break Farewell::NotReading;
                 }
             }
             _ = async { running.as_mut().expect("guarded").finished().await }, if running.is_some() => {
                 running = None;
             }
-            _ = shutdown.cancelled() => break,
+            _ = idle_check.tick() => {
+                if last_heard.elapsed() >= idle_timeout {
+                    tracing::info!(%client, "closing an idle websocket");
+                    break Farewell::Idle;
+                }
+            }
+            _ = dead.cancelled() => break Farewell::NotReading,
+            _ = shutdown.cancelled() => break Farewell::Shutdown,
         }
-    }
+    };
+    let _ = farewell.set(why);
 
-    // The client went away (or the server is stopping): end the session cleanly, then deliver
-    // whatever it still has to say if the socket is still open.
+    // The client went away (or the server is stopping): end the session cleanly. Sessions
+    // never wait on the outgoing queue, so this is bounded by the session's own teardown.
     if let Some(mut session) = running.take() {
         session.stop();
         session.finished().await;
     }
-    while let Ok(msg) = out_rx.try_recv() {
-        if sink
-            .send(Message::Text(msg.to_json().into()))
-            .await
-            .is_err()
-        {
+    // The writer delivers what is still queued and the close frame, then ends.
+    drop(out_tx);
+    let mut writer = writer;
+    if tokio::time::timeout(FAREWELL_TIMEOUT, &mut writer)
+        .await
+        .is_err()
+    {
+        dead.cancel();
+        let _ = writer.await;
+    }
+}
+
+/// Sends queued messages and keep-alive pings until the queue closes (then says goodbye) or
+/// a write stalls.
+async fn write_loop(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut out: mpsc::Receiver<ServerMessage>,
+    ping_every: Duration,
+    dead: CancellationToken,
+    farewell: Arc<std::sync::OnceLock<Farewell>>,
+) {
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+    loop {
+        let message = tokio::select! {
+            msg = out.recv() => match msg {
+                Some(msg) => Message::Text(msg.to_json().into()),
+                None => {
+                    let frame = farewell.get().copied().unwrap_or(Farewell::Normal).frame();
+                    let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
+                    break;
+                }
+            },
+            _ = ping.tick() => Message::Ping(Default::default()),
+            _ = dead.cancelled() => break,
+        };
+        let sent = tokio::select! {
+            sent = tokio::time::timeout(WRITE_TIMEOUT, sink.send(message)) => matches!(sent, Ok(Ok(()))),
+            _ = dead.cancelled() => false,
+        };
+        if !sent {
             break;
         }
     }
-    let _ = sink.close().await;
+    // Tell the reader that this socket is finished.
+    dead.cancel();
 }
 
 /// Handles one text message; returns the text of an ERROR to send, if any.
 fn on_text(
     text: &str,
     state: &AppState,
+    client: IpAddr,
     out: &mpsc::Sender<ServerMessage>,
     running: &mut Option<SessionHandle>,
 ) -> Option<String> {
@@ -134,7 +257,7 @@ fn on_text(
         ClientMessage::Record { .. } | ClientMessage::Play { .. } if running.is_some() => {
             Some("a session is already running on this connection; send STOP first".into())
         }
-        request => match session::start(state, request, out.clone()) {
+        request => match session::start(state, client, request, out.clone()) {
             Ok(handle) => {
                 *running = Some(handle);
                 None

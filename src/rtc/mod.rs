@@ -35,7 +35,7 @@
 //! [`Rtc::stats`] counts live connections and forwarding tasks.
 pub mod client;
 mod peer;
-mod sdp;
+pub(crate) mod sdp;
 #[cfg(test)]
 mod tests;
 

@@ -85,7 +85,9 @@ pub(crate) fn parse(sdp: &str) -> Result<Vec<Section>, RtcError> {
         let mut codecs = Vec::new();
         if kind.is_some() {
             for format in &media.media_name.formats {
-                let Ok(pt) = format.parse::<u8>() else {
+                // Dynamic and static RTP payload types are 7 bits; 128..=255 would set the
+                // marker bit on the wire.
+                let Some(pt) = format.parse::<u8>().ok().filter(|pt| *pt < 128) else {
                     continue;
                 };
                 let Some(c) = table.get(&pt) else { continue };
@@ -154,27 +156,55 @@ fn choose_vp8(section: &Section) -> Option<CodecChoice> {
 /// baseline `4200xx`; otherwise the offer's order decides. The offered fmtp is kept verbatim,
 /// so the answer states exactly the profile the browser offered.
 fn choose_h264(section: &Section) -> Option<CodecChoice> {
-    let candidates = section.codecs.iter().filter(|c| {
-        c.name.eq_ignore_ascii_case("h264")
-            && c.clock_rate == 90_000
-            && fmtp_param(&c.fmtp, "packetization-mode") == Some("1")
-            && fmtp_param(&c.fmtp, "profile-level-id")
-                .is_some_and(|p| p.len() == 6 && p[..2].eq_ignore_ascii_case("42"))
-    });
-    let rank = |c: &OfferedCodec| {
-        let plid = fmtp_param(&c.fmtp, "profile-level-id").unwrap_or_default();
-        if plid[2..4].eq_ignore_ascii_case("e0") {
-            0
-        } else {
-            1
-        }
-    };
-    candidates.min_by_key(|c| rank(c)).map(|c| CodecChoice {
-        codec: Codec::H264,
-        pt: c.pt,
-        clock_rate: 90_000,
-        channels: 0,
-        fmtp: c.fmtp.clone(),
+    section
+        .codecs
+        .iter()
+        .filter(|c| {
+            c.name.eq_ignore_ascii_case("h264")
+                && c.clock_rate == 90_000
+                && fmtp_param(&c.fmtp, "packetization-mode") == Some("1")
+        })
+        .filter_map(|c| Some((h264_profile(&c.fmtp)?, c)))
+        .filter(|(p, _)| p.baseline())
+        .min_by_key(|(p, _)| !p.constrained())
+        .map(|(_, c)| CodecChoice {
+            codec: Codec::H264,
+            pt: c.pt,
+            clock_rate: 90_000,
+            channels: 0,
+            fmtp: c.fmtp.clone(),
+        })
+}
+
+/// An H264 `profile-level-id`: profile_idc, constraint flags, level_idc (RFC 6184 8.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct H264Profile {
+    profile_idc: u8,
+    constraints: u8,
+}
+
+impl H264Profile {
+    /// Baseline or constrained baseline (profile_idc 66).
+    fn baseline(self) -> bool {
+        self.profile_idc == 0x42
+    }
+    /// Constrained baseline as browsers spell it (`42e0xx`).
+    fn constrained(self) -> bool {
+        self.baseline() && self.constraints == 0xe0
+    }
+}
+
+/// Parses the `profile-level-id` of an H264 fmtp: exactly six hex digits, or nothing. The
+/// value is client text: it is parsed as numbers, never sliced.
+fn h264_profile(fmtp: &str) -> Option<H264Profile> {
+    let plid = fmtp_param(fmtp, "profile-level-id")?;
+    if plid.len() != 6 || !plid.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let v = u32::from_str_radix(plid, 16).ok()?;
+    Some(H264Profile {
+        profile_idc: (v >> 16) as u8,
+        constraints: (v >> 8) as u8,
     })
 }
 
@@ -366,6 +396,82 @@ mod tests {
             plan_recorder(&only_high, Codec::H264),
             Err(RtcError::VideoCodecNotOffered("H264"))
         ));
+    }
+
+    /// Client text in every line an offer carries: never a panic, always a plan or an error.
+    #[test]
+    fn hostile_values_in_offer_lines_give_errors_not_panics() {
+        let h264 = |fmtp: &str| {
+            offer(&[(
+                "video",
+                "sendonly",
+                &["a=rtpmap:102 H264/90000", &format!("a=fmtp:102 {fmtp}")],
+            )])
+        };
+        let cases: Vec<(String, bool)> = vec![
+            (h264("packetization-mode=1;profile-level-id=4€00"), false),
+            (h264("packetization-mode=1;profile-level-id=€abc"), false),
+            (h264("packetization-mode=1;profile-level-id=42€a"), false),
+            (h264("packetization-mode=1;profile-level-id=42é01"), false),
+            (h264("packetization-mode=1;profile-level-id=4"), false),
+            (
+                h264("packetization-mode=1;profile-level-id=42e01f99"),
+                false,
+            ),
+            (h264("packetization-mode=1;profile-level-id=+42e01"), false),
+            (h264("packetization-mode=€;profile-level-id=42e01f"), false),
+            (h264("packetization-mode=1;profile-level-id=42e01f"), true),
+            (h264("packetization-mode=1;profile-level-id=42E01F"), true),
+            (
+                h264(&format!("profile-level-id=42e01f;{}", "x=€;".repeat(2000))),
+                false,
+            ),
+            (
+                offer(&[(
+                    "video",
+                    "sendonly",
+                    &["a=rtpmap:102 H264/9€000", "a=fmtp:102 packetization-mode=1"],
+                )]),
+                false,
+            ),
+            (
+                offer(&[("video", "sendonly", &["a=rtpmap:102 H264€/90000/€€"])]),
+                false,
+            ),
+            (
+                offer(&[("video", "sendonly", &["a=rtpmap:200 VP8/90000"])]),
+                false,
+            ),
+            (
+                offer(&[("video", "sendonly", &["a=rtpmap:99999999999 VP8/90000"])]),
+                false,
+            ),
+            (
+                offer(&[(
+                    "video",
+                    "sendonly",
+                    &[
+                        "a=rtpmap:102 H264/90000",
+                        "a=fmtp:102 packetization-mode=1;profile-level-id=42e01f",
+                        "a=ssrc:€€€ cname:€",
+                        "a=ssrc:99999999999999 msid:€ €",
+                        "a=mid:€€€€",
+                        "a=extmap:€ urn:ietf:params:rtp-hdrext:sdes:mid",
+                        "a=extmap:99999 urn:€",
+                        "a=candidate:€ 1 udp 2130706431 1.2.3.€ 9€ typ host",
+                        "a=candidate:1 99999999999 udp 99999999999999 ::::: 99999 typ €",
+                    ],
+                )]),
+                true,
+            ),
+        ];
+        for (sdp, ok) in &cases {
+            let got = plan_recorder(sdp, Codec::H264);
+            assert_eq!(got.is_ok(), *ok, "{sdp}: {got:?}");
+            // The viewer plan reads the same lines; it must not panic either.
+            let _ = plan_viewer(sdp);
+            let _ = advertise_public_ips(sdp, &["203.0.113.7".parse().unwrap()]);
+        }
     }
 
     #[test]

@@ -3,6 +3,8 @@
 pub mod play;
 pub mod record;
 
+use std::net::IpAddr;
+
 use app::protocol::{ClientMessage, ServerMessage};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -35,9 +37,19 @@ impl SessionHandle {
 /// Starts the session a RECORD or PLAY asks for; the error text goes back as an ERROR.
 pub fn start(
     state: &AppState,
+    client: IpAddr,
     request: ClientMessage,
     out: mpsc::Sender<ServerMessage>,
 ) -> Result<SessionHandle, String> {
+    if state.shutdown.is_cancelled() {
+        return Err("the server is shutting down; try again in a moment".into());
+    }
+    let per_ip = state.sessions_per_ip.try_acquire(client).ok_or_else(|| {
+        format!(
+            "too many sessions from your address: at most {} at once (--max-sessions-per-ip)",
+            state.sessions_per_ip.max()
+        )
+    })?;
     let permit = state.sessions.clone().try_acquire_owned().map_err(|_| {
         format!(
             "the server is busy: it already runs {} sessions (--max-sessions); try again later",
@@ -51,11 +63,13 @@ pub fn start(
     // When the last session ends, hand freed memory back to the OS (see `release_free_memory`).
     let permit = IdleHook {
         _permit: permit,
+        _per_ip: per_ip,
         sessions,
         max_sessions,
     };
+    let tasks = state.tasks.clone();
     let task = match request {
-        ClientMessage::Record { offer } => tokio::spawn(async move {
+        ClientMessage::Record { offer } => tasks.spawn(async move {
             record::run(state, offer, out, stop_rx).await;
             drop(permit);
         }),
@@ -63,7 +77,7 @@ pub fn start(
             offer,
             looping,
             recordings,
-        } => tokio::spawn(async move {
+        } => tasks.spawn(async move {
             play::run(state, offer, looping, recordings, out, stop_rx).await;
             drop(permit);
         }),
@@ -75,9 +89,24 @@ pub fn start(
     })
 }
 
+/// Queues a message for the client without waiting: a session never blocks on a client that
+/// does not read (its socket is closed for that, see `http::ws`). Returns false when the
+/// message could not be queued.
+pub(crate) fn tell(out: &mpsc::Sender<ServerMessage>, msg: ServerMessage) -> bool {
+    match out.try_send(msg) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(msg)) => {
+            tracing::debug!(?msg, "client queue full: message dropped");
+            false
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+    }
+}
+
 /// A session permit that, when the last running session returns it, trims the heap.
 struct IdleHook {
     _permit: tokio::sync::OwnedSemaphorePermit,
+    _per_ip: crate::limits::Slot,
     sessions: std::sync::Arc<tokio::sync::Semaphore>,
     max_sessions: usize,
 }

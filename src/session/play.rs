@@ -6,21 +6,22 @@
 //! second ahead, and sends what it says is due.
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use app::protocol::{
     NO_RECORDINGS, NowPlaying, RecordingMeta, ServerMessage, SessionDescription, SessionState,
     Skipped,
 };
-use media::MediaKind;
-use media::container::Demuxer;
+use media::container::{Demuxer, TrackInfo};
 use media::schedule::{Output, Scheduler, SchedulerConfig};
-use tokio::sync::{mpsc, watch};
+use media::{Frame, MediaKind};
+use tokio::sync::{Semaphore, mpsc, watch};
 
+use super::tell;
 use crate::AppState;
 use crate::rtc::{PeerEvent, PeerState};
-use crate::store::{MediaSource, RecordingStore};
-
-/// How long a viewer may take to connect before the session gives up.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+use crate::store::RecordingStore;
+use crate::store::fs::container_kind;
 
 pub async fn run(
     state: AppState,
@@ -30,26 +31,36 @@ pub async fn run(
     out: mpsc::Sender<ServerMessage>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let playlist = match playlist(state.store.as_ref(), selection) {
-        Ok(p) => p,
-        Err(e) => {
-            let _ = out.send(ServerMessage::Error(e)).await;
+    let store = state.store.clone();
+    let listed = tokio::task::spawn_blocking(move || playlist(store.as_ref(), selection)).await;
+    let playlist = match listed {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => {
+            tell(&out, ServerMessage::Error(e));
+            return;
+        }
+        Err(_) => {
+            tell(
+                &out,
+                ServerMessage::Error("the recordings could not be listed".into()),
+            );
             return;
         }
     };
     let (peer, answer, mut events) = match state.rtc.accept_viewer(&offer).await {
         Ok(x) => x,
         Err(e) => {
-            let _ = out.send(ServerMessage::Error(e.to_string())).await;
+            tell(&out, ServerMessage::Error(e.to_string()));
             return;
         }
     };
-    let _ = out.send(ServerMessage::Answer(answer.encode())).await;
+    tell(&out, ServerMessage::Answer(answer.encode()));
     tracing::info!(clips = playlist.len(), looping, "playback session started");
 
     // Time to first frame is what viewers feel: wait only for the connection, then send a
     // keyframe at once.
-    let connected = tokio::time::timeout(CONNECT_TIMEOUT, async {
+    let connect_timeout = Duration::from_secs(state.config.connect_timeout);
+    let connected = tokio::time::timeout(connect_timeout, async {
         loop {
             match events.recv().await {
                 Some(PeerEvent::State(PeerState::Connected)) => return true,
@@ -66,11 +77,13 @@ pub async fn run(
         _ = state.shutdown.cancelled() => false,
     };
     if !connected {
-        let _ = out
-            .send(ServerMessage::Error(
-                "the viewer's connection did not come up".into(),
-            ))
-            .await;
+        tell(
+            &out,
+            ServerMessage::Error(format!(
+                "the viewer's connection did not come up within {} s",
+                state.config.connect_timeout
+            )),
+        );
         peer.close().await;
         return;
     }
@@ -85,7 +98,18 @@ pub async fn run(
         initial_video_ts: rand_u32(),
         initial_audio_ts: rand_u32(),
     });
-    let mut feeder = Feeder::new(playlist, looping);
+    let mut feed = match ReadAhead::spawn(state.store.clone(), playlist.clone(), looping) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start a playback reader");
+            tell(
+                &out,
+                ServerMessage::Error("the server cannot start a playback reader".into()),
+            );
+            peer.close().await;
+            return;
+        }
+    };
     let start = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut sent_frames: u64 = 0;
@@ -96,9 +120,13 @@ pub async fn run(
 
     loop {
         let now_us = super::micros_since(start, Instant::now());
-        // Keep about a second of media queued in the scheduler.
-        while sched.wants_more() && !feeder.exhausted() {
-            feeder.feed(state.store.as_ref(), &mut sched, &out).await;
+        // Keep about a second of media queued in the scheduler, from what the reader has read.
+        while sched.wants_more() && !feed.done {
+            match feed.rx.try_recv() {
+                Ok(item) => feed.apply(item, &mut sched, &playlist, &out),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => feed.done = true,
+            }
         }
         while let Some(output) = sched.poll(now_us) {
             match output {
@@ -111,39 +139,42 @@ pub async fn run(
                     }
                 }
                 Output::ClipStarted { id, index: _ } => {
-                    if let Some(np) = feeder.now_playing(&id) {
-                        let _ = out.send(ServerMessage::NowPlaying(np)).await;
+                    if let Some(np) = now_playing(&playlist, &id) {
+                        tell(&out, ServerMessage::NowPlaying(np));
                     }
                 }
                 Output::ClipEnded { .. } => {}
             }
         }
-        if feeder.exhausted() && sched.next_deadline().is_none() {
+        if feed.done && sched.next_deadline().is_none() {
             finished = true;
-            if feeder.played == 0 {
-                let _ = out
-                    .send(ServerMessage::Error(
-                        "none of the selected recordings can be played".into(),
-                    ))
-                    .await;
+            if let Some(why) = feed.ended_because.take() {
+                tell(&out, ServerMessage::Error(why));
             }
-            let _ = out
-                .send(ServerMessage::State(SessionState {
+            tell(
+                &out,
+                ServerMessage::State(SessionState {
                     phase: "finished".into(),
                     elapsed_ms: start.elapsed().as_millis() as u64,
                     bytes: 0,
                     frames: sent_frames,
-                }))
-                .await;
+                }),
+            );
             break;
         }
         let wake = sched
             .next_deadline()
-            .map(|d| start + Duration::from_micros(d))
+            .and_then(|d| start.checked_add(Duration::from_micros(d)))
             .unwrap_or_else(|| Instant::now() + Duration::from_millis(20));
         timer.as_mut().reset(wake.into());
+        // The reader is only waited for when the scheduler wants more and nothing is queued.
+        let hungry = sched.wants_more() && !feed.done;
         tokio::select! {
             _ = &mut timer => {}
+            item = feed.rx.recv(), if hungry => match item {
+                Some(item) => feed.apply(item, &mut sched, &playlist, &out),
+                None => feed.done = true,
+            },
             ev = events.recv() => match ev {
                 None | Some(PeerEvent::State(PeerState::Failed | PeerState::Closed)) => break,
                 Some(PeerEvent::State(PeerState::Disconnected)) => {
@@ -152,7 +183,7 @@ pub async fn run(
                 Some(_) => {}
             },
             _ = tick.tick() => {
-                let _ = out.try_send(ServerMessage::State(SessionState {
+                tell(&out, ServerMessage::State(SessionState {
                     phase: "playing".into(),
                     elapsed_ms: start.elapsed().as_millis() as u64,
                     bytes: 0,
@@ -163,18 +194,32 @@ pub async fn run(
             _ = state.shutdown.cancelled() => break,
         }
     }
+    drop(feed);
     peer.close().await;
     if !finished {
         // STOP, the viewer gone, or shutdown: confirm the end the way "finished" does for a
         // playlist played through (the socket may already be closed).
-        let _ = out.try_send(ServerMessage::State(SessionState {
-            phase: "stopped".into(),
-            elapsed_ms: start.elapsed().as_millis() as u64,
-            bytes: 0,
-            frames: sent_frames,
-        }));
+        tell(
+            &out,
+            ServerMessage::State(SessionState {
+                phase: "stopped".into(),
+                elapsed_ms: start.elapsed().as_millis() as u64,
+                bytes: 0,
+                frames: sent_frames,
+            }),
+        );
     }
     tracing::info!(frames = sent_frames, "playback session ended");
+}
+
+fn now_playing(playlist: &[RecordingMeta], id: &str) -> Option<NowPlaying> {
+    let index = playlist.iter().position(|m| m.id == id)?;
+    Some(NowPlaying {
+        id: id.to_owned(),
+        name: playlist[index].name.clone(),
+        index,
+        count: playlist.len(),
+    })
 }
 
 /// The recordings to play, oldest first, or the message to send when there are none.
@@ -210,106 +255,249 @@ fn playlist(
     Ok(list)
 }
 
-/// Walks the playlist (looping or not), opening each clip and pushing its frames.
-struct Feeder {
-    playlist: Vec<RecordingMeta>,
-    looping: bool,
-    /// Index of the next clip to open.
-    next: usize,
-    current: Option<(usize, Demuxer<Box<dyn MediaSource>>)>,
-    /// Clips that started in the current pass over the playlist.
-    started_this_pass: usize,
-    played: usize,
-    done: bool,
+/// What the reader thread hands to the session, in playback order.
+enum Feed {
+    /// A clip opened; the session answers on the verdict channel whether the viewer can play
+    /// it (its codecs).
+    Clip {
+        index: usize,
+        info: TrackInfo,
+    },
+    Frame(Frame),
+    /// The clip's last frame was sent; the session answers on the verdict channel once it has
+    /// taken it.
+    ClipEnd,
+    Skipped(Skipped),
+    /// Nothing more will come; with the reason to tell the viewer, if any.
+    Done(Option<String>),
 }
 
-impl Feeder {
-    fn new(playlist: Vec<RecordingMeta>, looping: bool) -> Self {
-        Feeder {
+/// Most bytes of frames read ahead and not yet taken by the session (besides the scheduler's
+/// own second of media).
+pub const READ_AHEAD_BYTES: usize = 2 * 1024 * 1024;
+/// Most frames read ahead (small frames: audio).
+const READ_AHEAD_FRAMES: usize = 256;
+
+/// The session's end of a reader thread that walks the playlist (looping or not), opening
+/// each clip and reading its frames, so that no file I/O runs on an async worker. Dropping it
+/// stops the thread.
+struct ReadAhead {
+    rx: mpsc::Receiver<Feed>,
+    verdicts: std::sync::mpsc::Sender<bool>,
+    budget: Arc<Semaphore>,
+    done: bool,
+    ended_because: Option<String>,
+}
+
+impl ReadAhead {
+    fn spawn(
+        store: Arc<dyn RecordingStore>,
+        playlist: Vec<RecordingMeta>,
+        looping: bool,
+    ) -> std::io::Result<ReadAhead> {
+        let (tx, rx) = mpsc::channel(READ_AHEAD_FRAMES);
+        let (verdicts, verdict_rx) = std::sync::mpsc::channel();
+        let budget = Arc::new(Semaphore::new(READ_AHEAD_BYTES));
+        let reader = Reader {
+            store,
             playlist,
             looping,
-            next: 0,
-            current: None,
-            started_this_pass: 0,
-            played: 0,
+            tx,
+            verdicts: verdict_rx,
+            budget: budget.clone(),
+        };
+        std::thread::Builder::new()
+            .name("play-reader".into())
+            .spawn(move || reader.run())?;
+        Ok(ReadAhead {
+            rx,
+            verdicts,
+            budget,
             done: false,
-        }
-    }
-
-    fn exhausted(&self) -> bool {
-        self.done && self.current.is_none()
-    }
-
-    fn now_playing(&self, id: &str) -> Option<NowPlaying> {
-        let index = self.playlist.iter().position(|m| m.id == id)?;
-        Some(NowPlaying {
-            id: id.to_owned(),
-            name: self.playlist[index].name.clone(),
-            index,
-            count: self.playlist.len(),
+            ended_because: None,
         })
     }
 
-    /// Pushes one frame, or opens the next clip.
-    async fn feed(
+    /// Hands one item to the scheduler.
+    fn apply(
         &mut self,
-        store: &dyn RecordingStore,
+        item: Feed,
         sched: &mut Scheduler,
+        playlist: &[RecordingMeta],
         out: &mpsc::Sender<ServerMessage>,
     ) {
-        if let Some((_, demux)) = self.current.as_mut() {
-            match demux.next_frame() {
-                Ok(Some(frame)) => {
-                    sched.push_frame(frame);
-                    return;
-                }
-                Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "clip ends early: unreadable data"),
+        match item {
+            Feed::Clip { index, info } => {
+                let id = playlist[index].id.clone();
+                let verdict = match sched.start_clip(id.clone(), &info) {
+                    Ok(()) => true,
+                    Err(skip) => {
+                        tell(
+                            out,
+                            ServerMessage::Skipped(Skipped {
+                                id,
+                                reason: skip.to_string(),
+                            }),
+                        );
+                        false
+                    }
+                };
+                let _ = self.verdicts.send(verdict);
             }
-            sched.end_clip();
-            self.current = None;
-            return;
-        }
-        if self.next >= self.playlist.len() {
-            if self.looping && self.started_this_pass > 0 {
-                self.next = 0;
-                self.started_this_pass = 0;
-            } else {
+            Feed::Frame(frame) => {
+                self.budget.add_permits(frame_cost(&frame));
+                sched.push_frame(frame);
+            }
+            Feed::ClipEnd => {
+                sched.end_clip();
+                // The reader opens the next clip now, as late as a clip was opened before
+                // there was a reader: a recording deleted until then is not played.
+                let _ = self.verdicts.send(true);
+            }
+            Feed::Skipped(skipped) => {
+                tell(out, ServerMessage::Skipped(skipped));
+            }
+            Feed::Done(why) => {
                 self.done = true;
-                return;
+                self.ended_because = why;
             }
         }
-        let index = self.next;
-        self.next += 1;
-        let meta = &self.playlist[index];
-        let skip = |reason: String| Skipped {
-            id: meta.id.clone(),
-            reason,
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        // Wakes a reader waiting for budget; it sees the closed channel and ends.
+        self.budget.close();
+    }
+}
+
+/// What a frame takes of the read-ahead budget (a frame larger than the budget takes all of
+/// it, so it still passes, alone).
+fn frame_cost(frame: &Frame) -> usize {
+    frame.data.len().clamp(1, READ_AHEAD_BYTES)
+}
+
+/// The reader thread.
+struct Reader {
+    store: Arc<dyn RecordingStore>,
+    playlist: Vec<RecordingMeta>,
+    looping: bool,
+    tx: mpsc::Sender<Feed>,
+    verdicts: std::sync::mpsc::Receiver<bool>,
+    budget: Arc<Semaphore>,
+}
+
+/// The session is gone: the reader stops.
+struct Gone;
+
+impl Reader {
+    fn run(self) {
+        let why = match self.passes() {
+            Ok(why) => why,
+            Err(Gone) => return,
         };
-        let opened = store
+        let _ = self.tx.blocking_send(Feed::Done(why));
+    }
+
+    fn send(&self, item: Feed) -> Result<(), Gone> {
+        self.tx.blocking_send(item).map_err(|_| Gone)
+    }
+
+    /// Plays the playlist once, or until a pass plays nothing when looping. Returns what to
+    /// tell the viewer when nothing at all could be played.
+    fn passes(&self) -> Result<Option<String>, Gone> {
+        let mut played_ever = false;
+        loop {
+            let mut played = false;
+            for index in 0..self.playlist.len() {
+                played |= self.clip(index)?;
+            }
+            played_ever |= played;
+            if !played {
+                // A pass that plays nothing would only spin: end, whether looping or not.
+                return Ok((!played_ever)
+                    .then(|| "none of the selected recordings can be played".to_owned()));
+            }
+            if !self.looping {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Opens and reads one clip; true when at least one of its frames went to the viewer.
+    fn clip(&self, index: usize) -> Result<bool, Gone> {
+        let meta = &self.playlist[index];
+        let skipped = |reason: String| {
+            Feed::Skipped(Skipped {
+                id: meta.id.clone(),
+                reason,
+            })
+        };
+        let opened = self
+            .store
             .open(&meta.id)
             .map_err(|e| e.to_string())
             .and_then(|(_, src)| {
-                Demuxer::open(crate::store::fs::container_kind(&meta.container), src)
-                    .map_err(|e| e.to_string())
+                Demuxer::open(container_kind(&meta.container), src).map_err(|e| e.to_string())
             });
-        match opened {
-            Ok(demux) => match sched.start_clip(meta.id.clone(), demux.info()) {
-                Ok(()) => {
-                    self.started_this_pass += 1;
-                    self.played += 1;
-                    self.current = Some((index, demux));
-                }
-                Err(skip_reason) => {
-                    let _ = out
-                        .send(ServerMessage::Skipped(skip(skip_reason.to_string())))
-                        .await;
-                }
-            },
+        let mut demux = match opened {
+            Ok(d) => d,
             Err(e) => {
-                let _ = out.send(ServerMessage::Skipped(skip(e))).await;
+                self.send(skipped(e))?;
+                return Ok(false);
+            }
+        };
+        self.send(Feed::Clip {
+            index,
+            info: demux.info().clone(),
+        })?;
+        if !self.verdicts.recv().map_err(|_| Gone)? {
+            return Ok(false);
+        }
+        let mut frames = 0u64;
+        loop {
+            match demux.next_frame() {
+                Ok(Some(frame)) => {
+                    // Waits for room in the read-ahead budget (the session gives it back as
+                    // it takes frames).
+                    let permit = futures::executor::block_on(
+                        self.budget.acquire_many(frame_cost(&frame) as u32),
+                    );
+                    match permit {
+                        Ok(p) => p.forget(),
+                        Err(_) => return Err(Gone),
+                    }
+                    self.send(Feed::Frame(frame))?;
+                    frames += 1;
+                }
+                Ok(None) if frames == 0 => {
+                    self.end_clip()?;
+                    self.send(skipped(
+                        "the recording has no frames that can be read".into(),
+                    ))?;
+                    return Ok(false);
+                }
+                Ok(None) => break,
+                Err(e) if frames == 0 => {
+                    self.end_clip()?;
+                    self.send(skipped(format!("the recording cannot be read: {e}")))?;
+                    return Ok(false);
+                }
+                Err(e) => {
+                    tracing::warn!(id = %meta.id, error = %e, "clip ends early: unreadable data");
+                    break;
+                }
             }
         }
+        self.end_clip()?;
+        Ok(frames > 0)
+    }
+
+    /// Ends the clip and waits until the session has taken everything before the end.
+    fn end_clip(&self) -> Result<(), Gone> {
+        self.send(Feed::ClipEnd)?;
+        self.verdicts.recv().map(|_| ()).map_err(|_| Gone)
     }
 }
 

@@ -8,64 +8,59 @@ use media::container::{ContainerKind, Recorder, RecorderConfig};
 use media::depack::Depacketizer;
 use media::timeline::Timeline;
 use media::{Codec, Frame, MediaKind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{mpsc, watch};
 
+use super::tell;
 use crate::AppState;
 use crate::rtc::{PeerEvent, PeerState};
-use crate::store::MediaSink;
+use crate::store::writer::WriteBehind;
 
 /// Why a recording ended, when it is worth telling the user.
 enum End {
     Stopped,
     PeerGone(&'static str),
+    /// The peer never connected within `--connect-timeout`.
+    NeverConnected,
+    /// Connected, then no media for `--media-timeout`.
+    NoMedia,
     Limit,
     WriteFailed(String),
     Shutdown,
+}
+
+/// The recording being written: its metadata and the muxer over its writer thread.
+struct Open {
+    meta: RecordingMeta,
+    recorder: Recorder<WriteBehind>,
+    written: Arc<AtomicU64>,
 }
 
 pub async fn run(
     state: AppState,
     offer: SessionDescription,
     out: mpsc::Sender<ServerMessage>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
     let video = state.config.vcodec.codec();
-    let (peer, answer, mut events) = match state.rtc.accept_recorder(&offer, video).await {
+    let (peer, answer, events) = match state.rtc.accept_recorder(&offer, video).await {
         Ok(x) => x,
         Err(e) => {
-            let _ = out.send(ServerMessage::Error(e.to_string())).await;
+            tell(&out, ServerMessage::Error(e.to_string()));
             return;
         }
     };
-    let store = state.store.clone();
-    let opened = (|| -> Result<_, String> {
-        let container = ContainerKind::for_video(video)
-            .ok_or_else(|| format!("{video:?} cannot be recorded"))?;
-        let new = store
-            .create(container, Some(video), true)
-            .map_err(|e| format!("cannot start recording: {e}"))?;
-        let counting = Counting::new(new.sink);
-        let written = counting.written.clone();
-        let sink: Box<dyn MediaSink> = Box::new(counting);
-        let config = RecorderConfig {
-            video: Some(video),
-            audio: true,
-            max_fragment_ms: 1000,
-        };
-        let recorder = Recorder::new(container, sink, config)
-            .map_err(|e| format!("cannot start recording: {e}"))?;
-        Ok((new.meta, recorder, written))
-    })();
-    let (mut meta, mut recorder, written) = match opened {
+    let open = match open(&state, video).await {
         Ok(x) => x,
         Err(e) => {
-            let _ = out.send(ServerMessage::Error(e)).await;
+            tell(&out, ServerMessage::Error(e));
             peer.close().await;
             return;
         }
     };
-    tracing::info!(id = %meta.id, ?video, "recording session started");
-    let _ = out.send(ServerMessage::Answer(answer.encode())).await;
+    tracing::info!(id = %open.meta.id, ?video, "recording session started");
+    tell(&out, ServerMessage::Answer(answer.encode()));
 
     let mut ingest = Ingest {
         video: Depacketizer::new(video),
@@ -74,65 +69,187 @@ pub async fn run(
         start: Instant::now(),
         frames: 0,
     };
-    let start = ingest.start;
-    let mut pli = tokio::time::interval(Duration::from_secs(state.config.pli_interval.max(1)));
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    // One timer for the whole session: a `sleep_until` built inside `select!` would register
-    // and cancel a timer entry for every packet.
-    let limit = tokio::time::sleep(Duration::from_secs(state.config.max_record_seconds));
-    tokio::pin!(limit);
-    let disconnect_timeout = Duration::from_secs(state.config.disconnect_timeout);
-    let mut disconnected_since: Option<Instant> = None;
-    let mut write_error: Option<String> = None;
-
-    let end = loop {
-        tokio::select! {
-            ev = events.recv() => match ev {
-                None => break End::PeerGone("the peer connection closed"),
-                Some(PeerEvent::Rtp { kind, packet, arrival }) => {
-                    if let Err(e) = ingest.rtp(kind, packet, arrival, &mut recorder) {
-                        write_error = Some(e);
-                        break End::WriteFailed(write_error.clone().unwrap_or_default());
-                    }
-                    if ingest.video.take_keyframe_request() {
-                        peer.request_keyframe().await;
-                    }
-                }
-                Some(PeerEvent::SenderReport { kind, ntp, rtp }) => ingest.timeline.on_sender_report(kind, ntp, rtp),
-                Some(PeerEvent::State(PeerState::Connected)) => {
-                    disconnected_since = None;
-                    peer.request_keyframe().await;
-                }
-                Some(PeerEvent::State(PeerState::Disconnected)) => {
-                    disconnected_since.get_or_insert_with(Instant::now);
-                }
-                Some(PeerEvent::State(PeerState::Failed)) => break End::PeerGone("the connection failed"),
-                Some(PeerEvent::State(PeerState::Closed)) => break End::PeerGone("the browser closed the connection"),
-                Some(_) => {}
-            },
-            _ = pli.tick() => peer.request_keyframe().await,
-            _ = tick.tick() => {
-                if disconnected_since.is_some_and(|t| t.elapsed() >= disconnect_timeout) {
-                    break End::PeerGone("the connection was lost");
-                }
-                let _ = out.try_send(ServerMessage::State(SessionState {
-                    phase: "recording".into(),
-                    elapsed_ms: start.elapsed().as_millis() as u64,
-                    bytes: written.load(std::sync::atomic::Ordering::Relaxed),
-                    frames: ingest.frames,
-                }));
-            }
-            _ = &mut limit => break End::Limit,
-            _ = stop.changed() => break End::Stopped,
-            _ = state.shutdown.cancelled() => break End::Shutdown,
-        }
+    let Open {
+        mut meta,
+        mut recorder,
+        written,
+    } = open;
+    let mut live = Live {
+        peer: &peer,
+        events,
+        stop,
+        out: &out,
+        written,
     };
+    let (end, write_error) = live.record(&state, &mut ingest, &mut recorder).await;
+    let write_error = match write_error {
+        None if matches!(end, End::Stopped | End::Limit | End::Shutdown) => {
+            live.drain_after_stop(&end, &mut ingest, &mut recorder)
+                .await
+        }
+        other => other,
+    };
+    peer.close().await;
+    conclude(&state, &out, end, write_error, ingest, recorder, &mut meta).await;
+}
 
-    // STOP (or the limit) can overtake the last packets: they travel over UDP and through the
-    // library while STOP comes over the websocket. Take what had arrived by then (`select!`
-    // picks among ready branches at random, so some may still be queued) and what is still in
-    // flight, but nothing captured after the stop.
-    if write_error.is_none() && matches!(end, End::Stopped | End::Limit | End::Shutdown) {
+/// Reserves the recording in the store (off the async workers) and starts its writer.
+async fn open(state: &AppState, video: Codec) -> Result<Open, String> {
+    let container =
+        ContainerKind::for_video(video).ok_or_else(|| format!("{video:?} cannot be recorded"))?;
+    let store = state.store.clone();
+    let created = tokio::task::spawn_blocking(move || {
+        let new = store.create(container, Some(video), true).map_err(|e| {
+            tracing::error!(error = %e, "cannot create a recording");
+            format!("cannot start recording: {e}")
+        })?;
+        let id = new.meta.id.clone();
+        let abandoned = {
+            let store = store.clone();
+            let meta = new.meta.clone();
+            move || {
+                // The session ended without concluding (it panicked): repair what reached
+                // the disk so that no entry stays in state `recording`.
+                let meta = store.repair(meta, "the recording session failed".into());
+                tracing::warn!(id = %meta.id, state = ?meta.state, "recording abandoned and repaired");
+            }
+        };
+        let sink = WriteBehind::spawn(new.sink, &id, Some(Box::new(abandoned))).map_err(|e| {
+            tracing::error!(%id, error = %e, "cannot start the recording's writer");
+            "cannot start recording: the server cannot start a writer".to_owned()
+        })?;
+        Ok::<_, String>((new.meta, sink))
+    })
+    .await
+    .map_err(|_| "cannot start recording: the store failed".to_owned())??;
+    let (meta, sink) = created;
+    let written = sink.written();
+    let config = RecorderConfig {
+        video: Some(video),
+        audio: true,
+        max_fragment_ms: 1000,
+    };
+    match Recorder::new(container, sink, config) {
+        Ok(recorder) => Ok(Open {
+            meta,
+            recorder,
+            written,
+        }),
+        Err(e) => {
+            // Unreachable for the containers we pick, but never leave the entry behind.
+            let store = state.store.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                let mut meta = meta;
+                meta.state = RecordingState::Failed;
+                store.finish(meta).and_then(|m| store.delete(&m.id))
+            })
+            .await;
+            Err(format!("cannot start recording: {e}"))
+        }
+    }
+}
+
+/// What the record loop listens to.
+struct Live<'a> {
+    peer: &'a crate::rtc::RecorderPeer,
+    events: mpsc::Receiver<PeerEvent>,
+    stop: watch::Receiver<bool>,
+    out: &'a mpsc::Sender<ServerMessage>,
+    written: Arc<AtomicU64>,
+}
+
+impl Live<'_> {
+    /// Records until STOP, the peer going away, a limit or a timeout, or a write error.
+    async fn record(
+        &mut self,
+        state: &AppState,
+        ingest: &mut Ingest,
+        recorder: &mut Recorder<WriteBehind>,
+    ) -> (End, Option<String>) {
+        let config = &state.config;
+        let start = ingest.start;
+        let mut pli = tokio::time::interval(Duration::from_secs(config.pli_interval.max(1)));
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // One timer for the whole session: a `sleep_until` built inside `select!` would
+        // register and cancel a timer entry for every packet.
+        let limit = tokio::time::sleep(Duration::from_secs(config.max_record_seconds));
+        tokio::pin!(limit);
+        let connect_by = start + Duration::from_secs(config.connect_timeout);
+        let media_timeout = Duration::from_secs(config.media_timeout);
+        let disconnect_timeout = Duration::from_secs(config.disconnect_timeout);
+        let mut connected = false;
+        let mut disconnected_since: Option<Instant> = None;
+        // When media last arrived (or the connection came up).
+        let mut last_media = start;
+
+        let end = loop {
+            tokio::select! {
+                ev = self.events.recv() => match ev {
+                    None => break End::PeerGone("the peer connection closed"),
+                    Some(PeerEvent::Rtp { kind, packet, arrival }) => {
+                        last_media = arrival;
+                        if let Err(e) = ingest.rtp(kind, packet, arrival, recorder) {
+                            return (End::WriteFailed(e.clone()), Some(e));
+                        }
+                        if ingest.video.take_keyframe_request() {
+                            self.peer.request_keyframe().await;
+                        }
+                    }
+                    Some(PeerEvent::SenderReport { kind, ntp, rtp }) => {
+                        ingest.timeline.on_sender_report(kind, ntp, rtp)
+                    }
+                    Some(PeerEvent::State(PeerState::Connected)) => {
+                        if !connected {
+                            last_media = Instant::now();
+                        }
+                        connected = true;
+                        disconnected_since = None;
+                        self.peer.request_keyframe().await;
+                    }
+                    Some(PeerEvent::State(PeerState::Disconnected)) => {
+                        disconnected_since.get_or_insert_with(Instant::now);
+                    }
+                    Some(PeerEvent::State(PeerState::Failed)) => break End::PeerGone("the connection failed"),
+                    Some(PeerEvent::State(PeerState::Closed)) => break End::PeerGone("the browser closed the connection"),
+                    Some(_) => {}
+                },
+                _ = pli.tick() => self.peer.request_keyframe().await,
+                _ = tick.tick() => {
+                    let now = Instant::now();
+                    if !connected && now >= connect_by {
+                        break End::NeverConnected;
+                    }
+                    if connected && now.saturating_duration_since(last_media) >= media_timeout {
+                        break End::NoMedia;
+                    }
+                    if disconnected_since.is_some_and(|t| t.elapsed() >= disconnect_timeout) {
+                        break End::PeerGone("the connection was lost");
+                    }
+                    tell(self.out, ServerMessage::State(SessionState {
+                        phase: "recording".into(),
+                        elapsed_ms: start.elapsed().as_millis() as u64,
+                        bytes: self.written.load(Ordering::Relaxed),
+                        frames: ingest.frames,
+                    }));
+                }
+                _ = &mut limit => break End::Limit,
+                _ = self.stop.changed() => break End::Stopped,
+                _ = state.shutdown.cancelled() => break End::Shutdown,
+            }
+        };
+        (end, None)
+    }
+
+    /// STOP (or the limit) can overtake the last packets: they travel over UDP and through the
+    /// library while STOP comes over the websocket. Take what had arrived by then (`select!`
+    /// picks among ready branches at random, so some may still be queued) and what is still in
+    /// flight, but nothing captured after the stop.
+    async fn drain_after_stop(
+        &mut self,
+        end: &End,
+        ingest: &mut Ingest,
+        recorder: &mut Recorder<WriteBehind>,
+    ) -> Option<String> {
         let stopped_at = Instant::now();
         let grace = if matches!(end, End::Shutdown) {
             Duration::ZERO
@@ -141,7 +258,7 @@ pub async fn run(
         };
         while let Ok(Some(ev)) = tokio::time::timeout(
             STOP_QUIET.min(grace.saturating_sub(stopped_at.elapsed())),
-            events.recv(),
+            self.events.recv(),
         )
         .await
         {
@@ -154,15 +271,27 @@ pub async fn run(
                 if arrival > stopped_at + STOP_SLACK {
                     break;
                 }
-                if let Err(e) = ingest.rtp(kind, packet, arrival, &mut recorder) {
-                    write_error = Some(e);
-                    break;
+                if let Err(e) = ingest.rtp(kind, packet, arrival, recorder) {
+                    return Some(e);
                 }
             }
         }
+        None
     }
-    peer.close().await;
+}
 
+/// Finishes the file, saves the metadata (or removes an empty recording) and tells the client.
+async fn conclude(
+    state: &AppState,
+    out: &mpsc::Sender<ServerMessage>,
+    end: End,
+    mut write_error: Option<String>,
+    mut ingest: Ingest,
+    mut recorder: Recorder<WriteBehind>,
+    meta: &mut RecordingMeta,
+) {
+    // From here on this function decides what happens to the recording.
+    recorder.get_ref().disarm();
     // Whatever the depacketizers still hold that is complete goes into the file.
     if write_error.is_none()
         && let Err(e) = ingest.flush(&mut recorder)
@@ -175,27 +304,12 @@ pub async fn run(
         (End::WriteFailed(e), _) | (_, Some(e)) => End::WriteFailed(e),
         (end, None) => end,
     };
-    let finished = if matches!(end, End::WriteFailed(_)) {
-        // Finishing would write more to a failing disk (and patch sizes for data that never
-        // landed): drop the writer and let `repair` work from what is really on disk.
-        drop(recorder);
-        Ok(())
-    } else {
-        finalize(recorder, &mut meta)
-    };
-    let note = match (&end, &finished) {
-        (End::WriteFailed(e), _) => Some(format!("recording ended early: {e}")),
-        (_, Err(e)) => Some(format!("the recording could not be finished: {e}")),
-        (End::Limit, _) => Some(format!(
-            "recording reached the {} s limit",
-            state.config.max_record_seconds
-        )),
-        (End::PeerGone(why), _) => Some(format!("recording ended because {why}")),
-        (End::Stopped | End::Shutdown, _) => None,
-    };
+    let store = state.store.clone();
     if frames == 0 && !matches!(end, End::WriteFailed(_)) {
         // Nothing arrived (stopped at once, or media never flowed): keep no empty entry.
+        let _ = recorder.into_inner().close().await;
         meta.state = RecordingState::Failed;
+        let meta = meta.clone();
         let removed = tokio::task::spawn_blocking(move || {
             store.finish(meta).and_then(|m| store.delete(&m.id))
         })
@@ -204,20 +318,39 @@ pub async fn run(
             tracing::warn!(%id, error = %e, "could not remove an empty recording");
         }
         tracing::info!(%id, "recording session ended without media");
-        let _ = out
-            .send(ServerMessage::Error(
-                "nothing was recorded: no media arrived from the browser".into(),
-            ))
-            .await;
+        let why = end_note(&end, &state.config)
+            .unwrap_or_else(|| "no media arrived from the browser".into());
+        tell(
+            out,
+            ServerMessage::Error(format!("nothing was recorded: {why}")),
+        );
         return;
     }
+    let finished = if matches!(end, End::WriteFailed(_)) {
+        // Finishing would write more to a failing disk (and patch sizes for data that never
+        // landed): stop the writer and let `repair` work from what is really on disk.
+        let _ = recorder.into_inner().close().await;
+        Ok(())
+    } else {
+        finalize(recorder, meta).await
+    };
+    let note = match (&end, &finished) {
+        (End::WriteFailed(e), _) => Some(format!("recording ended early: {e}")),
+        (_, Err(e)) => Some(format!("the recording could not be finished: {e}")),
+        (end, Ok(())) => end_note(end, &state.config).map(|why| match end {
+            End::Limit => why,
+            _ => format!("recording ended because {why}"),
+        }),
+    };
     let failed = finished.is_err() || matches!(end, End::WriteFailed(_));
+    let to_save = meta.clone();
     let saved = tokio::task::spawn_blocking(move || {
         if failed {
             // The writer failed (disk full, I/O error): keep what reached the disk, cut back
             // to its last complete cluster/fragment.
-            Ok(store.repair(meta, note.unwrap_or_default()))
+            Ok(store.repair(to_save, note.unwrap_or_default()))
         } else {
+            let mut meta = to_save;
             meta.note = note;
             store.finish(meta)
         }
@@ -227,11 +360,10 @@ pub async fn run(
         Ok(Ok(meta)) => meta,
         Ok(Err(e)) => {
             tracing::error!(%id, error = %e, "could not save recording metadata");
-            let _ = out
-                .send(ServerMessage::Error(format!(
-                    "the recording could not be saved: {e}"
-                )))
-                .await;
+            tell(
+                out,
+                ServerMessage::Error(format!("the recording could not be saved: {e}")),
+            );
             return;
         }
         Err(e) => {
@@ -252,11 +384,11 @@ pub async fn run(
     if let Some(note) = meta
         .note
         .clone()
-        .filter(|_| failed || matches!(end, End::Limit))
+        .filter(|_| failed || !matches!(end, End::Stopped | End::Shutdown))
     {
-        let _ = out.send(ServerMessage::Error(note)).await;
+        tell(out, ServerMessage::Error(note));
     }
-    let _ = out.send(ServerMessage::Recording(meta)).await;
+    tell(out, ServerMessage::Recording(meta));
 }
 
 /// After STOP: wait at most this long for packets that were already on their way.
@@ -282,7 +414,7 @@ impl Ingest {
         kind: MediaKind,
         packet: media::rtp::RtpPacket,
         arrival: Instant,
-        recorder: &mut Recorder<Box<dyn MediaSink>>,
+        recorder: &mut Recorder<WriteBehind>,
     ) -> Result<(), String> {
         let at = super::micros_since(self.start, arrival);
         self.depack(kind).push(packet);
@@ -290,7 +422,7 @@ impl Ingest {
     }
 
     /// Whatever the depacketizers still hold that is complete goes into the file.
-    fn flush(&mut self, recorder: &mut Recorder<Box<dyn MediaSink>>) -> Result<(), String> {
+    fn flush(&mut self, recorder: &mut Recorder<WriteBehind>) -> Result<(), String> {
         let at = super::micros_since(self.start, Instant::now());
         for kind in [MediaKind::Video, MediaKind::Audio] {
             self.depack(kind).flush();
@@ -312,7 +444,7 @@ impl Ingest {
         &mut self,
         kind: MediaKind,
         arrival_us: u64,
-        recorder: &mut Recorder<Box<dyn MediaSink>>,
+        recorder: &mut Recorder<WriteBehind>,
     ) -> Result<(), String> {
         while let Some(frame) = self.depack(kind).pop() {
             let clock = frame.codec.clock_rate();
@@ -320,7 +452,9 @@ impl Ingest {
             let Some(us) = self.timeline.to_common_us(kind, frame.ts) else {
                 continue;
             };
-            let ts = us * u64::from(clock) / 1_000_000;
+            // u128: `us` can be anything a sender's timestamps make of it.
+            let ts =
+                u64::try_from(u128::from(us) * u128::from(clock) / 1_000_000).unwrap_or(u64::MAX);
             recorder
                 .push(Frame { ts, ..frame })
                 .map_err(|e| e.to_string())?;
@@ -330,15 +464,33 @@ impl Ingest {
     }
 }
 
-/// Finishes the container and copies what it reports into the metadata.
-fn finalize(
-    recorder: Recorder<Box<dyn MediaSink>>,
-    meta: &mut RecordingMeta,
-) -> Result<(), String> {
+/// Why the recording ended, for the user; `None` when the user ended it (or the server
+/// stopped).
+fn end_note(end: &End, config: &crate::config::Config) -> Option<String> {
+    match end {
+        End::Stopped | End::Shutdown => None,
+        End::WriteFailed(e) => Some(e.clone()),
+        End::Limit => Some(format!(
+            "recording reached the {} s limit",
+            config.max_record_seconds
+        )),
+        End::PeerGone(why) => Some((*why).to_owned()),
+        End::NeverConnected => Some(format!(
+            "the connection did not come up within {} s",
+            config.connect_timeout
+        )),
+        End::NoMedia => Some(format!("no media arrived for {} s", config.media_timeout)),
+    }
+}
+
+/// Finishes the container, waits for the writer to make it durable, and copies what the
+/// muxer reports into the metadata.
+async fn finalize(recorder: Recorder<WriteBehind>, meta: &mut RecordingMeta) -> Result<(), String> {
     match recorder.finish_into_inner() {
-        Ok((summary, mut sink)) => {
-            if let Err(e) = sink.sync() {
-                tracing::warn!(id = %meta.id, error = %e, "could not sync the recording to disk");
+        Ok((summary, sink)) => {
+            if let Err(e) = sink.close().await {
+                meta.state = RecordingState::Failed;
+                return Err(e.to_string());
             }
             crate::store::fs::apply_summary(meta, &summary);
             meta.state = if summary.duration_ms > 0 {
@@ -352,44 +504,5 @@ fn finalize(
             meta.state = RecordingState::Failed;
             Err(e.to_string())
         }
-    }
-}
-
-/// A sink that counts the bytes written through it (for the live `STATE` messages).
-struct Counting {
-    inner: Box<dyn MediaSink>,
-    written: std::sync::Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl Counting {
-    fn new(inner: Box<dyn MediaSink>) -> Self {
-        Counting {
-            inner,
-            written: Default::default(),
-        }
-    }
-}
-
-impl std::io::Write for Counting {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.written
-            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-impl std::io::Seek for Counting {
-    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
-        self.inner.seek(pos)
-    }
-}
-
-impl MediaSink for Counting {
-    fn sync(&mut self) -> std::io::Result<()> {
-        self.inner.sync()
     }
 }

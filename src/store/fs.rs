@@ -20,6 +20,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub struct FsStore {
     dir: PathBuf,
+    /// Held for the store's life: one server per data directory.
+    _lock: File,
     index: RwLock<BTreeMap<String, RecordingMeta>>,
     counter: AtomicU64,
 }
@@ -28,10 +30,14 @@ impl FsStore {
     /// Opens (creating if needed) the store in `dir`, loading and repairing what is there.
     pub fn open(dir: impl Into<PathBuf>) -> Result<FsStore, StoreError> {
         let dir = dir.into();
-        fs::create_dir_all(&dir)
-            .map_err(|e| StoreError::io(format!("creating {}", dir.display()), e))?;
+        fs::create_dir_all(&dir).map_err(|e| {
+            tracing::error!(dir = %dir.display(), error = %e, "cannot create the data directory");
+            StoreError::io("creating the data directory", e)
+        })?;
+        let lock = lock_dir(&dir)?;
         let store = FsStore {
             dir,
+            _lock: lock,
             index: RwLock::new(BTreeMap::new()),
             counter: AtomicU64::new(0),
         };
@@ -52,8 +58,10 @@ impl FsStore {
     }
 
     fn load(&self) -> Result<(), StoreError> {
-        let entries = fs::read_dir(&self.dir)
-            .map_err(|e| StoreError::io(format!("listing {}", self.dir.display()), e))?;
+        let entries = fs::read_dir(&self.dir).map_err(|e| {
+            tracing::error!(dir = %self.dir.display(), error = %e, "cannot list the data directory");
+            StoreError::io("listing the data directory", e)
+        })?;
         let mut index = BTreeMap::new();
         for entry in entries.flatten() {
             let path = entry.path();
@@ -77,19 +85,29 @@ impl FsStore {
                     continue;
                 }
             };
-            let meta = if meta.state == RecordingState::Recording {
-                self.repair_file(
+            let meta = match meta.state {
+                RecordingState::Recording => self.repair_file(
                     meta,
                     "recovered after the server stopped mid-recording".into(),
-                )
-            } else {
-                meta
+                ),
+                // A write error or a failed repair (disk full at the time) may have left good
+                // media behind: try again now that the disk may have room.
+                RecordingState::Failed if self.has_media(&meta) => {
+                    let note = meta.note.clone().unwrap_or_default();
+                    self.repair_file(meta, note)
+                }
+                _ => meta,
             };
             index.insert(meta.id.clone(), meta);
         }
         tracing::info!(dir = %self.dir.display(), recordings = index.len(), "recording store loaded");
         *self.index.write().unwrap_or_else(|p| p.into_inner()) = index;
         Ok(())
+    }
+
+    /// Whether a recording's media file exists and holds anything.
+    fn has_media(&self, meta: &RecordingMeta) -> bool {
+        fs::metadata(self.media_file(meta)).is_ok_and(|m| m.len() > 0)
     }
 
     /// Repairs a recording a crash or a write error left unfinished.
@@ -168,6 +186,26 @@ impl FsStore {
             .get(id)
             .cloned()
             .ok_or_else(|| StoreError::NotFound(id.to_owned()))
+    }
+}
+
+/// The name of the lock file inside the data directory.
+pub const LOCK_FILE: &str = ".lock";
+
+/// Takes the data directory's lock: two servers writing one directory would repair each
+/// other's recordings in progress and lose index updates.
+fn lock_dir(dir: &Path) -> Result<File, StoreError> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError::io("creating the data directory's lock file", e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(StoreError::Locked(dir.display().to_string())),
+        Err(fs::TryLockError::Error(e)) => Err(StoreError::io("locking the data directory", e)),
     }
 }
 
@@ -250,7 +288,8 @@ impl RecordingStore for FsStore {
             .open(&path)
             .map_err(|e| {
                 let _ = fs::remove_file(self.meta_path(&meta.id));
-                StoreError::io(format!("creating {}", path.display()), e)
+                tracing::error!(path = %path.display(), error = %e, "cannot create a media file");
+                StoreError::io(format!("creating the media file of {}", meta.id), e)
             })?;
         self.index
             .write()
@@ -267,7 +306,15 @@ impl RecordingStore for FsStore {
         if let Some(current) = index.get(&meta.id) {
             meta.name = current.name.clone();
         }
-        self.write_meta(&meta)?;
+        if let Err(e) = self.write_meta(&meta) {
+            // The entry must not stay `recording` (which cannot be deleted) for the rest of
+            // this run; on disk it still is, and the next start repairs it.
+            let mut failed = meta;
+            failed.state = RecordingState::Failed;
+            failed.note = Some(format!("the recording could not be saved: {e}"));
+            index.insert(failed.id.clone(), failed);
+            return Err(e);
+        }
         index.insert(meta.id.clone(), meta.clone());
         Ok(meta)
     }
@@ -301,7 +348,10 @@ impl RecordingStore for FsStore {
         let (meta, path) = self.media_path(id)?;
         let file = File::open(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => StoreError::NotFound(id.to_owned()),
-            _ => StoreError::io(format!("opening {}", path.display()), e),
+            _ => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot open a media file");
+                StoreError::io(format!("opening the media file of {id}"), e)
+            }
         })?;
         // Unbuffered: the demuxer keeps its own read-ahead window, which (unlike a `BufReader`)
         // survives its seeks.
@@ -397,14 +447,17 @@ mod tests {
 
         assert_eq!(store.rename(&a.id, " Beach ").unwrap().name, "Beach");
         // A fresh store sees the same thing (metadata persisted).
-        let again = FsStore::open(dir.path()).unwrap();
-        assert_eq!(again.get(&a.id).unwrap().name, "Beach");
-        assert_eq!(again.get(&b.id).unwrap().duration_ms, 2000);
+        drop(src);
+        drop(store);
+        let store = FsStore::open(dir.path()).unwrap();
+        assert_eq!(store.get(&a.id).unwrap().name, "Beach");
+        assert_eq!(store.get(&b.id).unwrap().duration_ms, 2000);
 
         store.delete(&a.id).unwrap();
         assert!(matches!(store.get(&a.id), Err(StoreError::NotFound(_))));
         assert!(matches!(store.open(&a.id), Err(StoreError::NotFound(_))));
         assert!(!dir.path().join(format!("{}.webm", a.id)).exists());
+        drop(store);
         assert_eq!(FsStore::open(dir.path()).unwrap().list().len(), 1);
     }
 
@@ -463,7 +516,74 @@ mod tests {
         all.dedup();
         assert_eq!(all.len(), 200);
         assert_eq!(store.list().len(), 200);
+        drop(store);
         assert_eq!(FsStore::open(dir.path()).unwrap().list().len(), 200);
+    }
+
+    #[test]
+    fn one_store_per_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).unwrap();
+        let second = FsStore::open(dir.path());
+        assert!(
+            matches!(second, Err(StoreError::Locked(_))),
+            "{:?}",
+            second.err()
+        );
+        drop(store);
+        FsStore::open(dir.path()).expect("the lock goes with the store");
+    }
+
+    #[test]
+    fn a_failed_recording_with_media_is_repaired_at_the_next_start() {
+        let ivf = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/vp8_640x480_30fps_4s.ivf"
+        ))
+        .unwrap();
+        let frames = media::elementary::ivf_vp8(&ivf).unwrap();
+        // (what the writer left, state after the next start)
+        let cases: [(&str, RecordingState); 2] = [
+            ("garbage", RecordingState::Failed),
+            (
+                "two seconds of VP8, never finished",
+                RecordingState::Recovered,
+            ),
+        ];
+        for (what, want) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let id = {
+                let store = FsStore::open(dir.path()).unwrap();
+                let mut rec = store
+                    .create(ContainerKind::Webm, Some(Codec::Vp8), false)
+                    .unwrap();
+                if what == "garbage" {
+                    rec.sink.write_all(b"not webm").unwrap();
+                } else {
+                    let config = media::container::RecorderConfig {
+                        video: Some(Codec::Vp8),
+                        audio: false,
+                        max_fragment_ms: 1000,
+                    };
+                    let mut r =
+                        media::container::Recorder::new(ContainerKind::Webm, rec.sink, config)
+                            .unwrap();
+                    for f in frames.iter().take(60) {
+                        r.push(f.clone()).unwrap();
+                    }
+                    // The disk failed here: the writer is dropped unfinished.
+                    drop(r.into_inner());
+                }
+                rec.meta.state = RecordingState::Failed;
+                rec.meta.note = Some("disk full".into());
+                store.finish(rec.meta).unwrap().id
+            };
+            let store = FsStore::open(dir.path()).unwrap();
+            let meta = store.get(&id).unwrap();
+            assert_eq!(meta.state, want, "{what}: {meta:?}");
+            // Either way it can be deleted.
+            store.delete(&id).unwrap();
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Where recordings live. [`RecordingStore`] is the seam; [`fs::FsStore`] (a directory of
 //! media files with a JSON metadata file beside each) is the embedded default.
 pub mod fs;
+pub mod writer;
 
 use app::protocol::RecordingMeta;
 use media::Codec;
@@ -48,6 +49,11 @@ pub enum StoreError {
     },
     #[error("recording {id} is damaged: {reason}")]
     Corrupt { id: String, reason: String },
+    /// Another server holds the data directory.
+    #[error(
+        "another pion-the-sky is already using the data directory {0} (its lock file .lock is held); stop it or pass another --data-dir"
+    )]
+    Locked(String),
 }
 
 impl StoreError {

@@ -7,12 +7,13 @@ use std::time::{Duration, Instant};
 
 use app::protocol::{ClientMessage, RecordingMeta, ServerMessage, SessionDescription};
 use futures::{SinkExt, StreamExt};
+use media::container::ContainerKind;
 use media::rtp::RtpPacket;
 use media::{Codec, Frame, MediaKind};
 use pion_the_sky::config::Config;
 use pion_the_sky::rtc::PeerEvent;
 use pion_the_sky::rtc::client::{Client, RecordOptions, ViewOptions};
-use pion_the_sky::store::RecordingStore;
+use pion_the_sky::store::{MediaSink, MediaSource, NewRecording, RecordingStore, StoreError};
 use pion_the_sky::{AppState, leptos_options};
 use std::sync::Arc;
 use tokio_tungstenite::tungstenite::Message;
@@ -89,6 +90,61 @@ impl TestServer {
             let _ = stop.send(());
         }
         let _ = tokio::time::timeout(Duration::from_secs(15), &mut self.task).await;
+    }
+}
+
+/// A store whose new media sinks are wrapped by `wrap` (to inject slow or failing disks);
+/// everything else goes to `inner`.
+pub struct WrapSinks<F> {
+    inner: Arc<dyn RecordingStore>,
+    wrap: F,
+}
+
+impl<F> WrapSinks<F> {
+    pub fn new(inner: Arc<dyn RecordingStore>, wrap: F) -> Self {
+        WrapSinks { inner, wrap }
+    }
+}
+
+impl<F> RecordingStore for WrapSinks<F>
+where
+    F: Fn(Box<dyn MediaSink>) -> Box<dyn MediaSink> + Send + Sync + 'static,
+{
+    fn create(
+        &self,
+        c: ContainerKind,
+        v: Option<Codec>,
+        a: bool,
+    ) -> Result<NewRecording, StoreError> {
+        let new = self.inner.create(c, v, a)?;
+        Ok(NewRecording {
+            meta: new.meta,
+            sink: (self.wrap)(new.sink),
+        })
+    }
+    fn finish(&self, meta: RecordingMeta) -> Result<RecordingMeta, StoreError> {
+        self.inner.finish(meta)
+    }
+    fn repair(&self, meta: RecordingMeta, note: String) -> RecordingMeta {
+        self.inner.repair(meta, note)
+    }
+    fn list(&self) -> Vec<RecordingMeta> {
+        self.inner.list()
+    }
+    fn get(&self, id: &str) -> Result<RecordingMeta, StoreError> {
+        self.inner.get(id)
+    }
+    fn open(&self, id: &str) -> Result<(RecordingMeta, Box<dyn MediaSource>), StoreError> {
+        self.inner.open(id)
+    }
+    fn media_path(&self, id: &str) -> Result<(RecordingMeta, PathBuf), StoreError> {
+        self.inner.media_path(id)
+    }
+    fn rename(&self, id: &str, name: &str) -> Result<RecordingMeta, StoreError> {
+        self.inner.rename(id, name)
+    }
+    fn delete(&self, id: &str) -> Result<(), StoreError> {
+        self.inner.delete(id)
     }
 }
 
@@ -169,6 +225,18 @@ pub async fn send_media_with(
     audio: &[Frame],
     before_last: impl AsyncFnOnce(),
 ) -> usize {
+    send_media_shifted(client, video, audio, before_last, |_, _| 0).await
+}
+
+/// [`send_media_with`], adding `shift(kind, frame_ts)` to each frame's RTP timestamp (a
+/// sender's timestamp jumps) while pacing by the frames' own timestamps.
+pub async fn send_media_shifted(
+    client: &Client,
+    video: &[Frame],
+    audio: &[Frame],
+    before_last: impl AsyncFnOnce(),
+    shift: impl Fn(MediaKind, u64) -> u32,
+) -> usize {
     let mut before_last = Some(before_last);
     let last_video_ts = video.last().map(|f| f.ts);
     let mut all: Vec<(u64, MediaKind, &Frame)> = video
@@ -201,7 +269,9 @@ pub async fn send_media_with(
             let packet = RtpPacket {
                 payload_type: pt,
                 sequence_number: seq[i],
-                timestamp: ts_base[i].wrapping_add(frame.ts as u32),
+                timestamp: ts_base[i]
+                    .wrapping_add(frame.ts as u32)
+                    .wrapping_add(shift(kind, frame.ts)),
                 ssrc: client.ssrc(kind),
                 marker: kind == MediaKind::Video && k + 1 == n,
                 payload,

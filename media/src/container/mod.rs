@@ -1,9 +1,15 @@
 //! WebM (VP8 + Opus) and fragmented MP4 (H264 + Opus). See DESIGN.md.
 //!
 //! - [`Recorder`] writes a file incrementally (a crash loses at most the open cluster/fragment,
-//!   ~`max_fragment_ms`) and [`Recorder::finish`] patches durations and indexes.
+//!   ~`max_fragment_ms`, and at most [`MAX_CLUSTER_BYTES`] / [`MAX_FRAGMENT_BYTES`] of media)
+//!   and [`Recorder::finish`] patches durations and indexes.
 //! - [`Demuxer`] reads frames back in decode order, tolerating truncation at any byte.
 //! - [`recover`] turns a file left behind by a crash into a finished one.
+//!
+//! Memory held while recording is bounded by bytes and frame counts, not only by media time
+//! (a sender controls the timestamps): the interleave queues by [`MAX_QUEUED_BYTES`] /
+//! [`MAX_QUEUED_FRAMES`], the open WebM cluster by [`MAX_CLUSTER_BYTES`], the open MP4
+//! fragment by [`MAX_FRAGMENT_BYTES`] / [`MAX_FRAGMENT_SAMPLES`].
 //!
 //! Sub-modules: `ebml` (EBML subset), `webm`, `mp4` (on `mp4-atom`), `recorder`.
 use crate::{Codec, Frame};
@@ -20,7 +26,9 @@ mod window;
 #[cfg(test)]
 mod tests;
 
-pub use recorder::{Recorder, RecorderConfig, Summary};
+pub use mp4::{MAX_FRAGMENT_BYTES, MAX_FRAGMENT_SAMPLES};
+pub use recorder::{MAX_QUEUED_BYTES, MAX_QUEUED_FRAMES, Recorder, RecorderConfig, Summary};
+pub use webm::MAX_CLUSTER_BYTES;
 
 /// The container formats the server records to and plays from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

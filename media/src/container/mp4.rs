@@ -35,6 +35,24 @@ const FLAGS_NON_SYNC: u32 = 0x0101_0000; // depends_on = 1, is_non_sync_sample
 const MAX_BOX: u64 = 64 << 20;
 const MAX_SAMPLES_PER_TRUN: usize = 1_000_000;
 
+/// Most sample bytes (mdat payload) one fragment holds: the muxer writes the open fragment
+/// before a sample that would take it past this (a fragment always holds at least one sample).
+///
+/// Fragments are otherwise cut by media time only (`max_fragment_ms`, or a keyframe after
+/// 250 ms). The recorder clamps repeated timestamps to the previous one + 1 tick, so when a
+/// sender's timestamps barely advance one fragment could hold tens of thousands of samples of
+/// any size, all buffered in memory until the fragment is written, and all lost by a crash.
+pub const MAX_FRAGMENT_BYTES: usize = 8 << 20;
+
+/// Most samples (both tracks together) one fragment holds; see [`MAX_FRAGMENT_BYTES`]. This
+/// also bounds the moof (one trun entry per sample).
+pub const MAX_FRAGMENT_SAMPLES: usize = 4096;
+
+/// Most samples the demuxer and `recover` accept in one moof (a file with more is invalid
+/// from there on). The muxer writes at most [`MAX_FRAGMENT_SAMPLES`]; this bounds the sample
+/// list a hostile moof (up to 64 MiB, a few bytes per sample) makes the reader build.
+pub(crate) const MAX_SAMPLES_PER_MOOF: usize = 100_000;
+
 fn timescale(track: Track) -> u32 {
     track.clock_rate()
 }
@@ -267,14 +285,25 @@ impl Mp4Muxer {
         })
     }
 
-    /// Adds one sample; cuts a fragment first when it is due.
+    /// Adds one sample; cuts a fragment first when it is due (by media time, or because the
+    /// sample would take it past [`MAX_FRAGMENT_BYTES`] / [`MAX_FRAGMENT_SAMPLES`]).
     pub(crate) fn push<W: Write + Seek>(&mut self, w: &mut W, s: &Sample) -> Result<(), MuxError> {
         let us = rescale(s.ts, s.track.clock_rate(), 1_000_000);
+        let data = match s.track {
+            Track::Video => annexb_to_avcc(&s.data),
+            Track::Audio => s.data.to_vec(),
+        };
         if let Some(start) = self.frag_start_us {
             let elapsed_ms = us.saturating_sub(start) / 1000;
             let video_key = s.track == Track::Video && s.keyframe;
+            let bytes = self.video.data.len() + self.audio.data.len();
+            let samples = self.video.entries.len() + self.audio.entries.len();
+            let full = samples > 0
+                && (bytes.saturating_add(data.len()) > MAX_FRAGMENT_BYTES
+                    || samples >= MAX_FRAGMENT_SAMPLES);
             if (video_key && elapsed_ms >= MIN_KEYFRAME_FRAGMENT_MS)
                 || elapsed_ms >= self.max_fragment_ms
+                || full
             {
                 self.flush_fragment(w)?;
             }
@@ -283,10 +312,6 @@ impl Mp4Muxer {
         let (run, end) = match s.track {
             Track::Video => (&mut self.video, &mut self.end_video),
             Track::Audio => (&mut self.audio, &mut self.end_audio),
-        };
-        let data = match s.track {
-            Track::Video => annexb_to_avcc(&s.data),
-            Track::Audio => s.data.to_vec(),
         };
         if run.base.is_none() {
             run.base = Some(s.ts);
@@ -300,7 +325,7 @@ impl Mp4Muxer {
             cts: None,
         });
         run.data.extend_from_slice(&data);
-        *end = (*end).max(s.ts + u64::from(s.duration));
+        *end = (*end).max(s.ts.saturating_add(u64::from(s.duration)));
         Ok(())
     }
 
@@ -478,7 +503,7 @@ struct BoxHeader {
 
 /// Reads a box header at `pos`; `Ok(None)` if the file ends inside it.
 fn box_at<R: Read + Seek>(r: &mut R, pos: u64, len: u64) -> Result<Option<BoxHeader>, DemuxError> {
-    if pos + 8 > len {
+    if len.saturating_sub(pos) < 8 {
         return Ok(None);
     }
     let h = read_at(r, pos, 8)?;
@@ -493,7 +518,7 @@ fn box_at<R: Read + Seek>(r: &mut R, pos: u64, len: u64) -> Result<Option<BoxHea
     let total = match size {
         0 => len - pos,
         1 => {
-            if pos + 16 > len {
+            if len.saturating_sub(pos) < 16 {
                 return Ok(None);
             }
             let l = read_at(r, pos + 8, 8)?;
@@ -708,6 +733,9 @@ fn locate(
                     .ok_or_else(|| invalid("bad data offset"))?;
             }
             for e in trun.samples.iter() {
+                if out.len() >= MAX_SAMPLES_PER_MOOF {
+                    return Err(invalid("too many samples in moof"));
+                }
                 let duration = e
                     .duration
                     .or(traf.tfhd.default_sample_duration)
@@ -748,13 +776,19 @@ fn locate(
 }
 
 /// Reads frames from a fragmented MP4, fragment by fragment.
+///
+/// Each moof is parsed once into the list of its samples' positions (sorted by decode time
+/// across tracks); the sample data is read one sample per [`next_frame`](Self::next_frame).
+/// So the memory held is the moof (at most `MAX_BOX`) and its sample list (at most
+/// [`MAX_SAMPLES_PER_MOOF`] entries), never a whole fragment's media, whatever the file says.
 pub(crate) struct Mp4Demuxer<R> {
     r: R,
     len: u64,
     pos: u64,
     tracks: Vec<TrackState>,
     info: TrackInfo,
-    queue: VecDeque<Frame>,
+    /// Samples of the last moof read, not returned yet, in decode-time order.
+    queue: VecDeque<Located>,
     done: bool,
 }
 
@@ -807,8 +841,16 @@ impl<R: Read + Seek> Mp4Demuxer<R> {
 
     pub(crate) fn next_frame(&mut self) -> Result<Option<Frame>, DemuxError> {
         loop {
-            if let Some(f) = self.queue.pop_front() {
-                return Ok(Some(f));
+            if let Some(s) = self.queue.pop_front() {
+                if u64::from(s.size) > MAX_BOX {
+                    return Err(invalid("sample too large"));
+                }
+                if s.offset.saturating_add(u64::from(s.size)) > self.len {
+                    self.done = true; // truncated inside this fragment's mdat
+                    continue;
+                }
+                let data = read_at(&mut self.r, s.offset, s.size as usize)?;
+                return self.frame(&s, data).map(Some);
             }
             if self.done {
                 return Ok(None);
@@ -826,23 +868,14 @@ impl<R: Read + Seek> Mp4Demuxer<R> {
                 continue;
             };
             let moof = m4::Moof::decode(&mut bytes.as_slice())?;
-            let (samples, _) = locate(&moof, self.pos, &mut self.tracks)?;
-            let mut frames = Vec::with_capacity(samples.len());
-            for s in &samples {
-                if u64::from(s.size) > MAX_BOX {
-                    return Err(invalid("sample too large"));
-                }
-                if s.offset.saturating_add(u64::from(s.size)) > self.len {
-                    self.done = true; // truncated inside this fragment's mdat
-                    continue;
-                }
-                let data = read_at(&mut self.r, s.offset, s.size as usize)?;
-                let t = &self.tracks[s.track];
-                let us = rescale(s.dts, t.timescale, 1_000_000);
-                frames.push((us, self.frame(s, data)?));
-            }
-            frames.sort_by_key(|(us, _)| *us);
-            self.queue.extend(frames.into_iter().map(|(_, f)| f));
+            let (mut samples, _) = locate(&moof, self.pos, &mut self.tracks)?;
+            // Decode order across tracks (stable: a track's own order is kept on ties).
+            let tracks = &self.tracks;
+            samples.sort_by_key(|s| {
+                let t = &tracks[s.track];
+                rescale(s.dts, t.timescale, 1_000_000)
+            });
+            self.queue = samples.into();
             self.pos = self.pos.saturating_add(h.total);
         }
     }
@@ -900,12 +933,16 @@ pub(crate) fn recover<F: Read + Write + Seek>(f: &mut F) -> Result<Recovered, Mu
             b"mdat" => {
                 let end = pos + h.total;
                 if let Some((samples, firsts, moof_pos, tracks)) = pending.take() {
-                    if samples.iter().any(|s| s.offset + u64::from(s.size) > end) {
+                    if samples
+                        .iter()
+                        .any(|s| s.offset.saturating_add(u64::from(s.size)) > end)
+                    {
                         break;
                     }
                     for s in &samples {
                         counts[s.track] += 1;
-                        ends[s.track] = ends[s.track].max(s.dts + u64::from(s.duration));
+                        ends[s.track] =
+                            ends[s.track].max(s.dts.saturating_add(u64::from(s.duration)));
                     }
                     for first in firsts {
                         if Some(first.track) == sync_idx && first.sync {

@@ -16,6 +16,19 @@ const MAX_HELD_AUDIO: usize = 250;
 /// Duration given to the last video frame when no frame interval is known (90 kHz, 30 fps).
 const DEFAULT_VIDEO_DURATION: u32 = 3000;
 
+/// Most frame bytes the recorder holds in its interleave queues (both tracks together) before
+/// it writes the oldest ones without waiting for the other track.
+///
+/// The queues are otherwise bounded by media time only (a sample waits at most `REORDER_US`
+/// behind the newest one). When timestamps barely advance (repeated timestamps are clamped to
+/// the previous one + 1 tick, so 200 ms is 18 000 video frames) or one track stalls, that
+/// bound is no bound at all, and a sender could make the server hold any amount of memory.
+pub const MAX_QUEUED_BYTES: usize = 4 << 20;
+
+/// Most frames the recorder holds in its interleave queues (both tracks together); see
+/// [`MAX_QUEUED_BYTES`].
+pub const MAX_QUEUED_FRAMES: usize = 1024;
+
 /// What to record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RecorderConfig {
@@ -82,6 +95,8 @@ pub struct Recorder<W: Write + Seek> {
     last_ts: [Option<u64>; 2],
     pending: [Option<Sample>; 2],
     queues: [VecDeque<Sample>; 2],
+    /// Frame bytes in `queues` (both tracks), bounded by [`MAX_QUEUED_BYTES`].
+    queued_bytes: usize,
     newest_us: u64,
     last_video_duration: u32,
     summary: Summary,
@@ -118,6 +133,7 @@ impl<W: Write + Seek> Recorder<W> {
             last_ts: [None; 2],
             pending: [None, None],
             queues: [VecDeque::new(), VecDeque::new()],
+            queued_bytes: 0,
             newest_us: 0,
             last_video_duration: 0,
             summary: Summary::default(),
@@ -132,6 +148,26 @@ impl<W: Write + Seek> Recorder<W> {
     /// The writer (e.g. to check how much has been written).
     pub fn get_ref(&self) -> &W {
         &self.w
+    }
+
+    /// Gives the writer back *without* finishing the file: nothing more is written, and the
+    /// frames still held (interleave queues, the open cluster/fragment, audio waiting for the
+    /// first keyframe) are lost.
+    ///
+    /// For when the writer failed (e.g. the disk is full): finishing would write again, so the
+    /// caller closes the file instead and repairs it later from what is on disk with
+    /// [`recover`](super::recover), exactly as after a crash.
+    pub fn into_inner(self) -> W {
+        self.w
+    }
+
+    /// (bytes, frames) held in the interleave queues, for tests of their bounds.
+    #[cfg(test)]
+    pub(crate) fn queued(&self) -> (usize, usize) {
+        (
+            self.queued_bytes,
+            self.queues[0].len() + self.queues[1].len(),
+        )
     }
 
     /// Adds a frame. Errors are I/O errors and frames of an unconfigured track; a frame that
@@ -224,7 +260,8 @@ impl<W: Write + Seek> Recorder<W> {
         if let Some(last) = self.last_ts[i]
             && ts <= last
         {
-            ts = last + 1;
+            // Saturating: a corrupt or hostile timestamp near u64::MAX must not overflow.
+            ts = last.saturating_add(1);
             self.summary.clamped_timestamps += 1;
         }
         self.last_ts[i] = Some(ts);
@@ -246,10 +283,13 @@ impl<W: Write + Seek> Recorder<W> {
         }
         self.newest_us = self.newest_us.max(us(&sample));
         if let Some(mut prev) = self.pending[i].replace(sample) {
-            prev.duration = u32::try_from(ts - prev.ts).unwrap_or(u32::MAX).max(1);
+            prev.duration = u32::try_from(ts.saturating_sub(prev.ts))
+                .unwrap_or(u32::MAX)
+                .max(1);
             if is_video {
                 self.last_video_duration = prev.duration;
             }
+            self.queued_bytes = self.queued_bytes.saturating_add(prev.data.len());
             self.queues[i].push_back(prev);
         }
         self.drain(false)
@@ -257,6 +297,11 @@ impl<W: Write + Seek> Recorder<W> {
 
     /// Writes queued samples in time order; without `force`, a sample waits until the other
     /// track has caught up or REORDER_US have passed.
+    ///
+    /// While the queues hold more than [`MAX_QUEUED_BYTES`] or [`MAX_QUEUED_FRAMES`], samples
+    /// are written as if `force` were set: media time alone does not bound the queues (see
+    /// [`MAX_QUEUED_BYTES`]). A sample written early only costs interleaving (the other
+    /// track's late samples follow it in the file, which the muxers and demuxers accept).
     fn drain(&mut self, force: bool) -> Result<(), MuxError> {
         let Some(muxer) = self.muxer.as_mut() else {
             return Ok(());
@@ -283,12 +328,15 @@ impl<W: Write + Seek> Recorder<W> {
                 Some(ot) => ot < t,
                 None => configured[other],
             };
-            if wait && !force && t + REORDER_US > self.newest_us {
+            let over = self.queued_bytes > MAX_QUEUED_BYTES
+                || self.queues[0].len() + self.queues[1].len() > MAX_QUEUED_FRAMES;
+            if wait && !force && !over && t.saturating_add(REORDER_US) > self.newest_us {
                 break;
             }
             let Some(s) = self.queues[pick].pop_front() else {
                 break;
             };
+            self.queued_bytes = self.queued_bytes.saturating_sub(s.data.len());
             match muxer {
                 Muxer::Webm(m) => m.push(&mut self.w, &s)?,
                 Muxer::Mp4(m) => m.push(&mut self.w, &s)?,
@@ -317,6 +365,7 @@ impl<W: Write + Seek> Recorder<W> {
                         DEFAULT_VIDEO_DURATION
                     };
                 }
+                self.queued_bytes = self.queued_bytes.saturating_add(p.data.len());
                 self.queues[i].push_back(p);
             }
         }

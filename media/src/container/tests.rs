@@ -912,3 +912,290 @@ fn the_audio_frame_sounding_at_the_first_keyframe_is_kept() {
         }
     }
 }
+
+/// A non-key video frame of exactly `size` bytes (at least 6) for `codec`.
+fn filler_frame(codec: Codec, size: usize) -> Bytes {
+    let mut d: Vec<u8> = match codec {
+        Codec::H264 => vec![0, 0, 0, 1, 0x41, 0x9a],
+        _ => vec![0x11, 0x02, 0x00],
+    };
+    d.resize(size.max(d.len()), 0x55);
+    Bytes::from(d)
+}
+
+/// A keyframe at `ts` followed by `n` non-key frames of `size` bytes with the *same*
+/// timestamp: the recorder clamps each to the previous + 1 tick, so media time barely moves.
+fn frozen_video(codec: Codec, ts: u64, size: usize, n: usize) -> Vec<Frame> {
+    let key = match codec {
+        Codec::H264 => h264_units()[0].0.clone(),
+        _ => vp8_units()[0].0.clone(),
+    };
+    let mut frames = vec![Frame {
+        codec,
+        ts,
+        keyframe: true,
+        data: key,
+    }];
+    frames.extend((0..n).map(|_| Frame {
+        codec,
+        ts,
+        keyframe: false,
+        data: filler_frame(codec, size),
+    }));
+    frames
+}
+
+#[test]
+fn clusters_and_fragments_are_bounded_in_bytes_and_samples() {
+    // (container, video frame bytes, frames after the keyframe, clusters/fragments written)
+    let cases: &[(ContainerKind, usize, usize, usize)] = &[
+        (ContainerKind::Webm, 65_536, 200, 2),
+        (ContainerKind::Mp4, 65_536, 200, 2),
+        (ContainerKind::Mp4, 10, 5_000, 2), // MAX_FRAGMENT_SAMPLES
+        (ContainerKind::Webm, 10, 5_000, 1), // small: time and bytes allow one cluster
+        // 7-8 frames per cluster, all within 1 ms: every cluster has Timecode 0.
+        (ContainerKind::Webm, 1 << 20, 20, 3),
+    ];
+    for &(kind, size, n, want) in cases {
+        let ctx = format!("{kind:?} {n} x {size} bytes");
+        let codec = match kind {
+            ContainerKind::Webm => Codec::Vp8,
+            ContainerKind::Mp4 => Codec::H264,
+        };
+        let frames = frozen_video(codec, V0, size, n);
+        let rec = record(kind, config(Some(codec), false), &frames);
+        assert_eq!(rec.summary.clamped_timestamps, n as u64, "{ctx}");
+        match kind {
+            ContainerKind::Webm => {
+                let clusters: Vec<&[u8]> = webm_children(&rec.bytes)
+                    .into_iter()
+                    .filter(|(i, _)| *i == id::CLUSTER)
+                    .map(|(_, p)| p)
+                    .collect();
+                assert_eq!(clusters.len(), want, "{ctx}: clusters");
+                for p in &clusters {
+                    assert!(p.len() <= MAX_CLUSTER_BYTES + 16, "{ctx}: {}", p.len());
+                }
+                // A cluster cut by size may repeat the previous cluster's timecode.
+                let tcs: Vec<u64> = webm_clusters(&rec.bytes).iter().map(|c| c.0).collect();
+                assert!(tcs.windows(2).all(|w| w[0] <= w[1]), "{ctx}: {tcs:?}");
+                if size >= 1 << 20 {
+                    assert!(tcs.iter().all(|&tc| tc == 0), "{ctx}: {tcs:?}");
+                }
+            }
+            ContainerKind::Mp4 => {
+                let boxes = mp4_boxes(&rec.bytes);
+                let count = |k: &[u8; 4]| boxes.iter().filter(|b| &b.0 == k).count();
+                assert_eq!(count(b"moof"), want, "{ctx}: fragments");
+                for b in boxes.iter().filter(|b| &b.0 == b"mdat") {
+                    assert!(b.2 <= MAX_FRAGMENT_BYTES + 8, "{ctx}: mdat of {}", b.2);
+                }
+            }
+        }
+        // Every frame comes back, in order, from the file and from its recovery.
+        let (_, got) = demux_all(kind, &rec.bytes).unwrap();
+        assert_eq!(got.len(), n + 1, "{ctx}");
+        assert!(got[0].keyframe, "{ctx}");
+        assert!(got.windows(2).all(|w| w[0].ts <= w[1].ts), "{ctx}");
+        let mut file = Cursor::new(rec.bytes.clone());
+        let s = recover(kind, &mut file).unwrap();
+        assert_eq!(s.video_frames, n as u64 + 1, "{ctx}: recovered");
+        let (_, again) = demux_all(kind, &file.into_inner()).unwrap();
+        assert_eq!(again.len(), n + 1, "{ctx}: recovered file");
+    }
+}
+
+#[test]
+fn interleave_queues_are_bounded() {
+    // Video with repeated timestamps while the configured audio track sends nothing: media
+    // time alone never lets the interleave queue drain.
+    // (frame bytes, frames after the keyframe, bytes at least written before finish)
+    let cases: &[(usize, usize, usize)] = &[(100, 3_000, 0), (65_536, 200, 4 << 20)];
+    for (kind, codec) in CASES {
+        for &(size, n, min_written) in cases {
+            let ctx = format!("{kind:?} {n} x {size} bytes");
+            let mut r =
+                Recorder::new(kind, Cursor::new(Vec::new()), config(Some(codec), true)).unwrap();
+            for f in frozen_video(codec, V0, size, n) {
+                r.push(f).unwrap();
+                let (bytes, frames) = r.queued();
+                assert!(frames <= MAX_QUEUED_FRAMES, "{ctx}: {frames} frames queued");
+                assert!(bytes <= MAX_QUEUED_BYTES, "{ctx}: {bytes} bytes queued");
+            }
+            let written = r.get_ref().get_ref().len();
+            assert!(
+                written >= min_written,
+                "{ctx}: only {written} bytes written"
+            );
+            let (summary, w) = r.finish_into_inner().unwrap();
+            assert_eq!(summary.video_frames, n as u64 + 1, "{ctx}");
+            let (info, got) = demux_all(kind, &w.into_inner()).unwrap();
+            assert!(info.audio.is_some(), "{ctx}");
+            assert_eq!(by_track(&got, codec).len(), n + 1, "{ctx}");
+        }
+    }
+}
+
+#[test]
+fn into_inner_gives_the_writer_back_unfinished() {
+    for (kind, codec) in CASES {
+        let frames = source(Some(codec), true, 3);
+        let rec = record(kind, config(Some(codec), true), &frames);
+        let mut r =
+            Recorder::new(kind, Cursor::new(Vec::new()), config(Some(codec), true)).unwrap();
+        for f in &frames {
+            r.push(f.clone()).unwrap();
+        }
+        // Exactly what was on disk before finish: the crash image, repaired by `recover`.
+        let bytes = r.into_inner().into_inner();
+        assert_eq!(bytes, rec.crash, "{kind:?}");
+        let mut file = Cursor::new(bytes);
+        let s = recover(kind, &mut file).unwrap();
+        let (_, got) = demux_all(kind, &file.into_inner()).unwrap();
+        let (_, full) = demux_all(kind, &rec.bytes).unwrap();
+        assert_prefix(&got, &full, &format!("{kind:?}"));
+        assert_eq!(
+            by_track(&got, codec).len() as u64,
+            s.video_frames,
+            "{kind:?}"
+        );
+    }
+}
+
+#[test]
+fn extreme_timestamps_never_panic() {
+    const M: u64 = u64::MAX;
+    // (video timestamps, the first is the keyframe; audio timestamps), pushed interleaved.
+    let cases: &[(&[u64], &[u64])] = &[
+        (&[0, M, M, 5, M - 1], &[0, M, 3, M]),
+        (&[M, M, M], &[M, M - 960, M]),
+        (&[M - 3000, M - 1, M], &[M - 960]),
+        (
+            &[1 << 63, 0, 1 << 40, M, 1 << 62],
+            &[1 << 62, 1 << 63, 0, M],
+        ),
+        (&[0, 3000, 1 << 50, (1 << 50) + 3000], &[0, 960, 1 << 49]),
+        (&[M / 2, M / 2 + 3000], &[M / 4, M / 2, M / 2 + 960]),
+    ];
+    let opus = opus_packets();
+    for (kind, codec) in CASES {
+        let units = match codec {
+            Codec::H264 => h264_units(),
+            _ => vp8_units(),
+        };
+        for &(vts, ats) in cases {
+            let ctx = format!("{kind:?} {vts:?} {ats:?}");
+            let mut r =
+                Recorder::new(kind, Cursor::new(Vec::new()), config(Some(codec), true)).unwrap();
+            for i in 0..vts.len().max(ats.len()) {
+                if let Some(&ts) = vts.get(i) {
+                    r.push(Frame {
+                        codec,
+                        ts,
+                        keyframe: i == 0,
+                        data: units[i % 15].0.clone(),
+                    })
+                    .unwrap();
+                }
+                if let Some(&ts) = ats.get(i) {
+                    r.push(Frame {
+                        codec: Codec::Opus,
+                        ts,
+                        keyframe: true,
+                        data: opus[i % opus.len()].clone(),
+                    })
+                    .unwrap();
+                }
+            }
+            let crash = r.get_ref().get_ref().clone();
+            let (summary, w) = r.finish_into_inner().unwrap();
+            let bytes = w.into_inner();
+            assert_eq!(summary.bytes, bytes.len() as u64, "{ctx}");
+            let (_, got) = demux_all(kind, &bytes).unwrap_or_else(|e| panic!("{ctx}: {e}"));
+            assert_eq!(
+                by_track(&got, codec).len() as u64,
+                summary.video_frames,
+                "{ctx}"
+            );
+            assert_eq!(
+                by_track(&got, Codec::Opus).len() as u64,
+                summary.audio_frames,
+                "{ctx}"
+            );
+            for file in [bytes, crash] {
+                let mut file = Cursor::new(file);
+                if recover(kind, &mut file).is_ok() {
+                    let _ = demux_all(kind, &file.into_inner());
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn mp4_demuxer_caps_samples_per_moof() {
+    use mp4_atom::Encode;
+    let max = super::mp4::MAX_SAMPLES_PER_MOOF;
+    let rec = record(
+        ContainerKind::Mp4,
+        config(Some(Codec::H264), true),
+        &source(Some(Codec::H264), true, 1),
+    );
+    // ftyp + moov of a real recording (track 2 is the audio track).
+    let header = &rec.bytes[..mp4_boxes(&rec.bytes)[2].1];
+    // (samples in one moof, accepted)
+    for (n, ok) in [(max, true), (max + 1, false)] {
+        let entry = mp4_atom::TrunEntry {
+            duration: Some(960),
+            size: Some(0),
+            flags: None,
+            cts: None,
+        };
+        let mut trun = Vec::new();
+        let mut left = n;
+        while left > 0 {
+            let k = left.min(25_000);
+            trun.push(mp4_atom::Trun {
+                data_offset: Some(0),
+                samples: mp4_atom::TrunSamples::Explicit(vec![entry.clone(); k]),
+            });
+            left -= k;
+        }
+        let moof = mp4_atom::Moof {
+            mfhd: mp4_atom::Mfhd { sequence_number: 1 },
+            traf: vec![mp4_atom::Traf {
+                tfhd: mp4_atom::Tfhd {
+                    track_id: 2,
+                    default_base_is_moof: true,
+                    ..Default::default()
+                },
+                tfdt: Some(mp4_atom::Tfdt {
+                    base_media_decode_time: 0,
+                }),
+                trun,
+                ..Default::default()
+            }],
+        };
+        let mut file = header.to_vec();
+        moof.encode(&mut file).unwrap();
+        file.extend_from_slice(&[0, 0, 0, 8]);
+        file.extend_from_slice(b"mdat");
+        let mut frames = 0usize;
+        let result = {
+            let mut d = Demuxer::open(ContainerKind::Mp4, Cursor::new(&file[..])).unwrap();
+            loop {
+                match d.next_frame() {
+                    Ok(Some(_)) => frames += 1,
+                    Ok(None) => break Ok(()),
+                    Err(e) => break Err(e),
+                }
+            }
+        };
+        assert_eq!(result.is_ok(), ok, "{n} samples: {result:?}");
+        assert_eq!(frames, if ok { n } else { 0 }, "{n} samples");
+        // Recovery stops before such a moof too (and keeps the header).
+        let mut file = Cursor::new(file);
+        let s = recover(ContainerKind::Mp4, &mut file).unwrap();
+        assert_eq!(s.audio_frames, if ok { n as u64 } else { 0 }, "{n} samples");
+    }
+}

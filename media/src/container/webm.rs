@@ -41,6 +41,23 @@ const MIN_KEYFRAME_CLUSTER_MS: u64 = 250;
 const OPUS_SEEK_PRE_ROLL_NS: u64 = 80_000_000;
 /// Largest element the reader loads into memory (a block or a header master).
 const MAX_ELEMENT: u64 = 64 << 20;
+/// Largest TimecodeScale (ns per timestamp unit) the reader accepts: 1000 s per unit. Larger
+/// values are clamped to it so timestamp arithmetic stays far from overflow.
+const MAX_TIMECODE_SCALE: u64 = 1_000_000_000_000;
+/// Upper bound of the bytes a SimpleBlock element adds beyond its frame data (element ID,
+/// size vint, track number, relative timecode, flags).
+const BLOCK_OVERHEAD: usize = 16;
+
+/// Most SimpleBlock bytes one cluster holds: the muxer starts a new cluster before a block
+/// that would take the open one past this (a cluster always holds at least one block).
+///
+/// Clusters are otherwise cut by media time only (`max_fragment_ms`, a keyframe after 250 ms,
+/// or the 16-bit relative timecode). The recorder clamps repeated timestamps to the previous
+/// one + 1 tick, so when a sender's timestamps barely advance one cluster could hold tens of
+/// thousands of frames of any size, all buffered in memory until the cluster is written, and
+/// all lost by a crash. A new cluster cut this way may repeat the previous cluster's Timecode,
+/// which Matroska allows and which the demuxer and `recover` accept.
+pub const MAX_CLUSTER_BYTES: usize = 8 << 20;
 const APP: &str = "pion-the-sky";
 
 /// Where the patchable parts of a WebM file are (absolute byte offsets).
@@ -197,14 +214,17 @@ impl WebmMuxer {
     pub(crate) fn push<W: Write + Seek>(&mut self, w: &mut W, s: &Sample) -> Result<(), MuxError> {
         let rate = s.track.clock_rate();
         let ms = rescale(s.ts, rate, 1000);
-        let end = rescale(s.ts + u64::from(s.duration), rate, 1_000_000);
+        let end = rescale(s.ts.saturating_add(u64::from(s.duration)), rate, 1_000_000);
         self.end_us = self.end_us.max(end);
         let video_key = s.track == Track::Video && s.keyframe;
         if let Some(c) = &self.cluster {
             let elapsed = ms.saturating_sub(c.tc);
-            let cut = ms >= c.tc + i16::MAX as u64
+            let too_big = !c.blocks.is_empty()
+                && c.blocks.len().saturating_add(s.data.len() + BLOCK_OVERHEAD) > MAX_CLUSTER_BYTES;
+            let cut = ms >= c.tc.saturating_add(i16::MAX as u64)
                 || (video_key && elapsed >= MIN_KEYFRAME_CLUSTER_MS)
-                || elapsed >= self.max_fragment_ms;
+                || elapsed >= self.max_fragment_ms
+                || too_big;
             if cut {
                 self.flush_cluster(w)?;
             }
@@ -233,7 +253,8 @@ impl WebmMuxer {
                 c.cue = Some((ms.max(c.tc), track));
             }
         }
-        let rel = (ms as i64 - c.tc as i64).clamp(i64::from(i16::MIN), i64::from(i16::MAX)) as i16;
+        let rel = (i128::from(ms) - i128::from(c.tc))
+            .clamp(i128::from(i16::MIN), i128::from(i16::MAX)) as i16;
         let mut block = Vec::with_capacity(s.data.len() + 4);
         ebml::put_size(&mut block, track); // track number as a vint
         block.extend_from_slice(&rel.to_be_bytes());
@@ -552,8 +573,10 @@ fn read_head<R: Read + Seek>(r: &mut R, len: u64) -> Result<Head, DemuxError> {
                         let child_len = ebml::read_header(&p[off..]).map(|ch| ch.len).unwrap_or(0);
                         match cid {
                             id::TIMECODE_SCALE => {
-                                timecode_scale =
-                                    ebml::uint(cp).filter(|s| *s > 0).unwrap_or(1_000_000)
+                                timecode_scale = ebml::uint(cp)
+                                    .filter(|s| *s > 0)
+                                    .unwrap_or(1_000_000)
+                                    .min(MAX_TIMECODE_SCALE)
                             }
                             id::DURATION if cp.len() == 8 || cp.len() == 4 => {
                                 has_duration = true;
@@ -679,7 +702,11 @@ impl<R: Read + Seek> WebmDemuxer<R> {
         let codec = t.codec?;
         let units = (i128::from(tc) + i128::from(b.rel)).max(0);
         let ns = units.saturating_mul(i128::from(self.timecode_scale));
-        let ts = (ns * i128::from(codec.clock_rate()) + 500_000_000) / 1_000_000_000;
+        // Saturating: corrupt files can hold any Timecode (u64) and TimecodeScale.
+        let ts = ns
+            .saturating_mul(i128::from(codec.clock_rate()))
+            .saturating_add(500_000_000)
+            / 1_000_000_000;
         Some(Frame {
             codec,
             ts: u64::try_from(ts).unwrap_or(u64::MAX),
@@ -821,8 +848,10 @@ pub(crate) fn recover<F: Read + Write + Seek>(f: &mut F) -> Result<Recovered, Mu
         .iter()
         .find(|t| t.codec == Some(Codec::Opus))
         .map(|t| t.number);
+    // Saturating throughout: a corrupt cluster can hold any Timecode.
     let scale_ms = |units: i64| -> i64 {
-        (i128::from(units) * i128::from(head.timecode_scale) / 1_000_000) as i64
+        let ms = i128::from(units) * i128::from(head.timecode_scale) / 1_000_000;
+        i64::try_from(ms).unwrap_or(if ms < 0 { i64::MIN } else { i64::MAX })
     };
     let mut pos = head.first_cluster;
     let mut cues = Vec::new();
@@ -855,7 +884,11 @@ pub(crate) fn recover<F: Read + Write + Seek>(f: &mut F) -> Result<Recovered, Mu
                         ok = false;
                         break;
                     };
-                    let ms = scale_ms(tc as i64 + i64::from(b.rel));
+                    let ms = scale_ms(
+                        i64::try_from(tc)
+                            .unwrap_or(i64::MAX)
+                            .saturating_add(i64::from(b.rel)),
+                    );
                     let is_video = Some(b.track) == video_num;
                     let starts_cue = if video_num.is_none() {
                         first
@@ -868,17 +901,17 @@ pub(crate) fn recover<F: Read + Write + Seek>(f: &mut F) -> Result<Recovered, Mu
                     if Some(b.track) == video_num {
                         c_video += 1;
                         c_last_video = Some(match c_last_video {
-                            Some((prev, _)) => (ms, (ms - prev).max(1)),
+                            Some((prev, _)) => (ms, ms.saturating_sub(prev).max(1)),
                             None => (ms, 33),
                         });
                     } else if Some(b.track) == audio_num {
                         c_audio += 1;
                         let dur = i64::from(opus_duration(b.data)) / 48;
-                        c_audio_end = c_audio_end.max(ms + dur);
+                        c_audio_end = c_audio_end.max(ms.saturating_add(dur));
                     }
                     if starts_cue {
                         c_cues.push(Cue {
-                            time_ms: ms.max(tc as i64) as u64,
+                            time_ms: u64::try_from(ms).unwrap_or(0).max(tc),
                             track: b.track,
                             cluster_rel_pos,
                         });
@@ -898,7 +931,7 @@ pub(crate) fn recover<F: Read + Write + Seek>(f: &mut F) -> Result<Recovered, Mu
         audio_end_ms = c_audio_end;
         pos += h.len as u64 + p.len() as u64;
     }
-    let video_end_ms = last_video.map_or(0, |(ms, d)| ms + d);
+    let video_end_ms = last_video.map_or(0, |(ms, d)| ms.saturating_add(d));
     let duration_ms = video_end_ms.max(audio_end_ms).max(0) as u64;
     let end = finalize(f, &head.layout, &cues, duration_ms as f64, pos)?;
     Ok(Recovered {

@@ -148,7 +148,15 @@ pub(crate) struct Assembler {
 impl Assembler {
     /// Builds one Annex B access unit from the RTP payloads of its packets (in sequence order,
     /// no padding). Returns the data and whether it holds an IDR slice.
-    pub(crate) fn assemble(&mut self, payloads: &[Bytes]) -> Result<(Bytes, bool), DepackError> {
+    ///
+    /// `Ok(None)` when the access unit holds no picture (no VCL NAL unit, types 1-5: only
+    /// parameter sets, SEI, AUD, ...). Its SPS/PPS are still remembered, so they go in front of
+    /// the next IDR; some senders put the marker bit on their parameter set packets, which
+    /// share the IDR's timestamp.
+    pub(crate) fn assemble(
+        &mut self,
+        payloads: &[Bytes],
+    ) -> Result<Option<(Bytes, bool)>, DepackError> {
         let mut nals: Vec<Bytes> = Vec::new();
         let mut fu: Option<Vec<u8>> = None;
         for p in payloads {
@@ -164,15 +172,15 @@ impl Assembler {
                     let before = nals.len();
                     while at < p.len() {
                         let size = p
-                            .get(at..at + 2)
+                            .get(at..at.saturating_add(2))
                             .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
                             .ok_or(DepackError::Truncated)?;
-                        at += 2;
-                        if size == 0 || at + size > p.len() {
+                        at += 2; // `get` succeeded: at + 2 <= p.len()
+                        if size == 0 || size > p.len() - at {
                             return Err(DepackError::Truncated);
                         }
                         nals.push(p.slice(at..at + size));
-                        at += size;
+                        at += size; // <= p.len()
                     }
                     if nals.len() == before {
                         return Err(DepackError::Truncated);
@@ -214,6 +222,12 @@ impl Assembler {
                 _ => {}
             }
         }
+        if !nals
+            .iter()
+            .any(|n| matches!(nal_type(n), Some(NAL_SLICE..=NAL_IDR)))
+        {
+            return Ok(None);
+        }
         if idr {
             // Prepend missing parameter sets, after an access unit delimiter if there is one.
             let at = usize::from(nals.first().and_then(|n| nal_type(n)) == Some(NAL_AUD));
@@ -245,7 +259,7 @@ impl Assembler {
             out.extend_from_slice(&START_CODE);
             out.extend_from_slice(n);
         }
-        Ok((Bytes::from(out), idr))
+        Ok(Some((Bytes::from(out), idr)))
     }
 }
 

@@ -4,6 +4,20 @@
 //! duplicates, declares loss when a hole is not filled in time, and cuts the in-order packet
 //! stream into frames (on the marker bit or a timestamp change). After a loss, video frames are
 //! dropped until the next keyframe and [`Depacketizer::take_keyframe_request`] asks for one.
+//!
+//! Everything a sender controls is bounded:
+//! - the reorder buffer never holds more than [`MAX_FRAME_PACKETS`] packets or
+//!   [`MAX_FRAME_BYTES`] payload bytes, whatever the order, marker bits and timestamps (a sender
+//!   that never ends a frame and keeps one hole open would otherwise grow it forever); when a
+//!   bound is exceeded the head of the buffer is shed as if lost (holes declared lost, the
+//!   incomplete frame at the head dropped, a keyframe requested);
+//! - a frame with the same RTP timestamp as the frame returned just before it is dropped and
+//!   counted in [`DepackStats::same_ts_dropped`] (a sender setting the marker bit on every packet
+//!   of one timestamp would otherwise turn each packet into its own frame, and for VP8 each may
+//!   look like a keyframe);
+//! - extended sequence numbers come from [`SeqUnwrapper`], which moves its maximum by at most
+//!   2^15 per packet: they stay below 2^17 + 2^15 * (packets pushed), so the `+ 1`s on them
+//!   below cannot overflow; counters that add sender-controlled amounts saturate.
 use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
@@ -21,8 +35,14 @@ mod tests;
 /// Default reorder window in packets.
 pub const DEFAULT_REORDER_WINDOW: usize = 128;
 
-/// Frames longer than this many packets are dropped (bounds memory on a missing marker bit).
-pub const MAX_FRAME_PACKETS: usize = 8192;
+/// The reorder buffer never holds more than this many packets (padding included). A frame that
+/// would need more is dropped. Checked after every push, with or without a hole in the buffer.
+pub const MAX_FRAME_PACKETS: usize = 4096;
+
+/// The reorder buffer never holds more than this many payload bytes (4 MiB; a large real
+/// keyframe is well under 1 MiB). A frame that would need more is dropped. Checked after every
+/// push, with or without a hole in the buffer.
+pub const MAX_FRAME_BYTES: usize = 4 << 20;
 
 /// Before anything is consumed, how many packets to wait for a frame start that arrived
 /// reordered (capped by the reorder window).
@@ -71,6 +91,9 @@ pub struct DepackStats {
     /// Packets that arrived after their sequence number had been declared lost or had already
     /// been passed (they are discarded).
     pub late: u64,
+    /// Complete frames discarded because their RTP timestamp equals that of the frame returned
+    /// just before (a repeated timestamp is not a new frame; not counted in `dropped_frames`).
+    pub same_ts_dropped: u64,
 }
 
 /// One buffered packet.
@@ -91,6 +114,8 @@ pub struct Depacketizer {
     ts: TsUnwrapper,
     /// Packets at or after `next`, by extended sequence number.
     buf: BTreeMap<u64, Slot>,
+    /// Sum of the payload lengths in `buf` (kept in step with every insert and removal).
+    buf_bytes: usize,
     /// Next extended sequence number to consume; `None` before anything was consumed.
     next: Option<u64>,
     /// Recently declared-lost ranges `[start, end)`.
@@ -105,6 +130,8 @@ pub struct Depacketizer {
     scan: Option<(u64, u64, u64)>,
     /// Timestamp of the last frame counted as dropped (a frame split by a hole counts once).
     last_dropped_ts: Option<u32>,
+    /// RTP timestamp of the last frame returned by `pop` (queued in `out`).
+    last_emitted_ts: Option<u32>,
     /// Packets in a row that were older than `next` (a sender restart when it gets large).
     old_in_a_row: u64,
     need_keyframe: bool,
@@ -125,11 +152,13 @@ impl Depacketizer {
             seq: SeqUnwrapper::new(),
             ts: TsUnwrapper::new(),
             buf: BTreeMap::new(),
+            buf_bytes: 0,
             next: None,
             lost_ranges: VecDeque::new(),
             last_ts: None,
             after_gap: None,
             last_dropped_ts: None,
+            last_emitted_ts: None,
             scan: None,
             old_in_a_row: 0,
             need_keyframe: codec != Codec::Opus,
@@ -144,7 +173,7 @@ impl Depacketizer {
     /// Sets the reorder window: how many packets may arrive after a missing one before it is
     /// declared lost (at least 1).
     pub fn with_reorder_window(mut self, packets: usize) -> Self {
-        self.window = packets.max(1) as u64;
+        self.window = u64::try_from(packets.max(1)).unwrap_or(u64::MAX);
         self
     }
 
@@ -168,7 +197,7 @@ impl Depacketizer {
         if let Some(next) = self.next
             && ext < next
         {
-            self.old_in_a_row += 1;
+            self.old_in_a_row = self.old_in_a_row.saturating_add(1);
             if let Some(i) = self
                 .lost_ranges
                 .iter()
@@ -197,6 +226,7 @@ impl Depacketizer {
             self.stats.duplicates += 1;
             return;
         }
+        self.buf_bytes = self.buf_bytes.saturating_add(pkt.payload.len());
         self.buf.insert(
             ext,
             Slot {
@@ -206,6 +236,8 @@ impl Depacketizer {
             },
         );
         self.drain();
+        // Terminates: each round sets `next`, or removes at least one packet, or moves `next`
+        // to the first buffered packet (which the following round removes).
         while self.overflowing() {
             self.force_advance(false);
             self.drain();
@@ -239,6 +271,12 @@ impl Depacketizer {
     /// Counters so far.
     pub fn stats(&self) -> DepackStats {
         self.stats
+    }
+
+    /// Payload bytes currently held in the reorder buffer (at most [`MAX_FRAME_BYTES`] between
+    /// calls). For tests and metrics.
+    pub fn buffered_bytes(&self) -> usize {
+        self.buf_bytes
     }
 
     /// Releases what is buffered and forgets the sequence number space (after a backwards
@@ -283,19 +321,26 @@ impl Depacketizer {
             .map(|(expect, _)| (expect, max))
     }
 
-    /// True when a hole has been outstanding for more than the reorder window, or the frame at
-    /// the head grew beyond [`MAX_FRAME_PACKETS`].
+    /// True when the buffer holds more than [`MAX_FRAME_PACKETS`] packets or
+    /// [`MAX_FRAME_BYTES`] bytes, or a hole has been outstanding for more than the reorder window.
+    ///
+    /// The size bounds hold whether or not there is a hole: a sender that keeps one hole open
+    /// just behind the newest packet (N, N+2, N+4, N+1, N+6, N+3, ...) never lets a hole get
+    /// `window` old, and its head frame would otherwise grow without limit.
     fn overflowing(&self) -> bool {
+        if self.buf.len() > MAX_FRAME_PACKETS || self.buf_bytes > MAX_FRAME_BYTES {
+            return true;
+        }
         if self.next.is_none() {
             let span = match (self.buf.keys().next(), self.buf.keys().next_back()) {
-                (Some(min), Some(max)) => max - min + 1,
+                (Some(min), Some(max)) => max.saturating_sub(*min).saturating_add(1),
                 _ => 0,
             };
             return span >= self.window.min(STARTUP_WAIT);
         }
         match self.hole() {
-            Some((hole, max)) => max - hole >= self.window,
-            None => self.buf.len() > MAX_FRAME_PACKETS,
+            Some((hole, max)) => max.saturating_sub(hole) >= self.window,
+            None => false,
         }
     }
 
@@ -306,6 +351,7 @@ impl Depacketizer {
                 break;
             };
             if first.payload.is_empty() {
+                // Padding: no bytes to take off `buf_bytes`.
                 self.buf.remove(&start);
                 self.next = Some(start + 1);
                 continue;
@@ -357,6 +403,10 @@ impl Depacketizer {
     fn take_range(&mut self, start: u64, end: u64) -> (Vec<Bytes>, Option<u32>) {
         let rest = self.buf.split_off(&(end + 1));
         let taken = std::mem::replace(&mut self.buf, rest);
+        let removed = taken
+            .values()
+            .fold(0usize, |n, s| n.saturating_add(s.payload.len()));
+        self.buf_bytes = self.buf_bytes.saturating_sub(removed);
         let mut ts = None;
         let payloads = taken
             .into_iter()
@@ -402,7 +452,7 @@ impl Depacketizer {
             self.after_gap = Some(self.last_ts);
         } else if let Some(&first) = self.buf.keys().next() {
             let first = first.max(start);
-            self.stats.lost += first - start;
+            self.stats.lost = self.stats.lost.saturating_add(first - start);
             if self.lost_ranges.len() >= LOST_HISTORY {
                 self.lost_ranges.pop_front();
             }
@@ -445,6 +495,14 @@ impl Depacketizer {
     }
 
     /// Turns the payloads of one complete run into a frame (or drops it).
+    ///
+    /// A run with the RTP timestamp of the frame returned just before it is dropped (counted in
+    /// [`DepackStats::same_ts_dropped`]): real senders give each frame (and each Opus packet)
+    /// its own timestamp, while a sender setting the marker bit on every packet of one
+    /// timestamp would otherwise produce a frame per packet. H264 runs without a picture
+    /// (parameter sets, SEI or AUD sent with their own marker bit) are not frames: their SPS/PPS
+    /// are remembered and go in front of the next IDR, so such a sender's IDR, which shares
+    /// their timestamp, is still returned.
     fn emit(&mut self, payloads: Vec<Bytes>, raw_ts: u32) {
         let ts = self.ts.unwrap(raw_ts);
         let after_gap = self.after_gap.take();
@@ -461,16 +519,22 @@ impl Depacketizer {
                 return;
             }
         }
+        if self.last_emitted_ts == Some(raw_ts) {
+            self.stats.same_ts_dropped = self.stats.same_ts_dropped.saturating_add(1);
+            return;
+        }
         let assembled = match self.codec {
-            Codec::Vp8 => vp8::assemble(&payloads),
+            Codec::Vp8 => vp8::assemble(&payloads).map(Some),
             Codec::H264 => self.h264.assemble(&payloads),
             Codec::Opus => match payloads.as_slice() {
-                [p] => Ok((p.clone(), true)),
+                [p] => Ok(Some((p.clone(), true))),
                 _ => Err(DepackError::Empty),
             },
         };
         let (data, keyframe) = match assembled {
-            Ok(x) => x,
+            Ok(Some(x)) => x,
+            // H264 parameter sets / SEI without a picture: remembered, not a frame.
+            Ok(None) => return,
             Err(_) => {
                 self.drop_frame(raw_ts);
                 self.on_loss();
@@ -491,6 +555,7 @@ impl Depacketizer {
         if keyframe {
             self.stats.keyframes += 1;
         }
+        self.last_emitted_ts = Some(raw_ts);
         self.out.push_back(Frame {
             codec: self.codec,
             ts,

@@ -445,6 +445,29 @@ fn vp8_cases() -> Vec<Case> {
                 ..Case::default()
             }
         },
+        {
+            // A 3.6 MB keyframe of 3000 packets: within MAX_FRAME_BYTES and
+            // MAX_FRAME_PACKETS, so the bounds leave it whole.
+            let mut packets = vec![];
+            let mut data = vec![];
+            for i in 0..3000u16 {
+                let mut body: Vec<u8> = (0..1199u32)
+                    .map(|j| ((u32::from(i) * 7 + j) % 251) as u8)
+                    .collect();
+                if i == 0 {
+                    body[0] = KEY;
+                }
+                data.extend_from_slice(&body);
+                packets.push(vp8(1000 + i, 0, i == 2999, i == 0, &body));
+            }
+            Case {
+                name: "vp8 3.6 MB keyframe within the buffer bounds",
+                packets,
+                frames: vec![(0, true, data)],
+                stats: stats(3000, 1, 1),
+                ..Case::default()
+            }
+        },
     ]
 }
 
@@ -556,6 +579,31 @@ fn h264_cases() -> Vec<Case> {
                 (15000, true, annexb(&[SPS, PPS, IDR2])),
             ],
             stats: stats(10, 6, 5),
+            ..Case::default()
+        },
+        Case {
+            // Before: the parameter sets were frames of their own (dropped while waiting for
+            // a keyframe, returned as delta frames after), and with one frame per timestamp
+            // the IDR sharing their timestamp would have been lost.
+            name: "h264 parameter sets with their own marker bit are not frames",
+            codec: Codec::H264,
+            packets: vec![
+                pkt(1, 0, true, SPS),
+                pkt(2, 0, true, PPS),
+                pkt(3, 0, true, IDR),
+                pkt(4, 3000, true, P_SLICE),
+                pkt(5, 6000, true, SPS),
+                pkt(6, 6000, true, PPS),
+                pkt(7, 6000, true, IDR2),
+                pkt(8, 9000, true, P_SLICE),
+            ],
+            frames: vec![
+                key0.clone(),
+                (3000, false, annexb(&[P_SLICE])),
+                (6000, true, annexb(&[SPS, PPS, IDR2])),
+                (9000, false, annexb(&[P_SLICE])),
+            ],
+            stats: stats(8, 4, 2),
             ..Case::default()
         },
         Case {
@@ -777,5 +825,95 @@ fn garbage_never_panics() {
             assert!(s.frames <= s.packets);
             assert!(s.keyframes <= s.frames);
         }
+    }
+}
+
+/// Arrival order 0, 2, 4, 1, 6, 3, 8, 5, ...: one hole is always open just behind the newest
+/// packet, so no hole ever gets a reorder window old.
+fn one_hole_open(count: usize) -> Vec<u16> {
+    let mut order = vec![0u16, 2];
+    let mut k = 2u16;
+    while order.len() < count {
+        order.push(2 * k);
+        order.push(2 * k - 3);
+        k += 1;
+    }
+    order.truncate(count);
+    order
+}
+
+#[test]
+fn reorder_buffer_is_bounded_with_a_hole_always_open() {
+    // (name, codec, payload bytes per packet). One timestamp and no marker bit: the frame
+    // never ends. The bounds used to be checked only without a hole, so the buffer kept
+    // every packet (24 MB here).
+    let cases: Vec<(&str, Codec, usize)> = vec![
+        ("vp8 1200-byte packets: byte bound", Codec::Vp8, 1200),
+        ("h264 1200-byte FU-A packets: byte bound", Codec::H264, 1200),
+        ("vp8 4-byte packets: packet bound", Codec::Vp8, 4),
+    ];
+    for (name, codec, size) in cases {
+        let mut d = Depacketizer::new(codec);
+        let mut frames = 0;
+        for (n, off) in one_hole_open(20_000).into_iter().enumerate() {
+            let mut payload = match codec {
+                Codec::H264 => fu_a(0x65, off == 0, false, &[]),
+                _ => vec![if off == 0 { 0x10 } else { 0x00 }, KEY],
+            };
+            payload.resize(size, 0xaa);
+            d.push(pkt(60_000u16.wrapping_add(off), 0, false, &payload));
+            frames += std::iter::from_fn(|| d.pop()).count();
+            assert!(
+                d.buffered_bytes() <= MAX_FRAME_BYTES + size,
+                "{name}: {} bytes after {n} packets",
+                d.buffered_bytes()
+            );
+            assert!(
+                d.buf.len() <= MAX_FRAME_PACKETS + 1,
+                "{name}: {} packets after {n} packets",
+                d.buf.len()
+            );
+        }
+        // The count matches what is really held.
+        let held: usize = d.buf.values().map(|s| s.payload.len()).sum();
+        assert_eq!(d.buffered_bytes(), held, "{name}");
+        assert_eq!(frames, 0, "{name}");
+        let s = d.stats();
+        assert!(s.dropped_frames >= 1, "{name}: {s:?}");
+        assert!(d.take_keyframe_request(), "{name}");
+        d.flush();
+        assert_eq!(d.buffered_bytes(), 0, "{name}: after flush");
+    }
+}
+
+#[test]
+fn one_timestamp_flood_gives_at_most_one_frame() {
+    // (name, codec, payload): every packet has the marker bit and the same timestamp, so each
+    // is a complete frame on its own (for VP8 and H264 a keyframe).
+    let cases: Vec<(&str, Codec, Vec<u8>)> = vec![
+        ("vp8 keyframes", Codec::Vp8, vec![0x10, KEY, 1, 2]),
+        ("h264 IDRs", Codec::H264, IDR.to_vec()),
+        ("opus packets", Codec::Opus, vec![0xf8, 1]),
+    ];
+    for (name, codec, payload) in cases {
+        let mut d = Depacketizer::new(codec);
+        let mut frames = 0;
+        for seq in 0..10_000u16 {
+            d.push(pkt(seq, 1234, true, &payload));
+            frames += std::iter::from_fn(|| d.pop()).count();
+        }
+        d.flush();
+        frames += std::iter::from_fn(|| d.pop()).count();
+        assert_eq!(frames, 1, "{name}");
+        let s = d.stats();
+        assert_eq!(
+            (s.frames, s.same_ts_dropped, s.dropped_frames, s.lost),
+            (1, 9_999, 0, 0),
+            "{name}"
+        );
+        assert!(!d.take_keyframe_request(), "{name}");
+        // The next timestamp is a new frame again.
+        d.push(pkt(10_000, 4234, true, &payload));
+        assert_eq!(d.pop().map(|f| f.ts), Some(4234), "{name}: next frame");
     }
 }

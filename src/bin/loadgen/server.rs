@@ -74,6 +74,10 @@ impl Server {
             .arg(format!("--data-dir={}", data.display()))
             .arg(format!("--vcodec={}", opts.vcodec))
             .arg(format!("--max-sessions={}", opts.max_sessions))
+            // Every load client comes from 127.0.0.1: the per-address limits would cap the
+            // load at a few dozen sessions, so a spawned server has none.
+            .arg("--max-sockets-per-ip=0")
+            .arg("--max-sessions-per-ip=0")
             .args(&opts.extra_args)
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().map_err(|e| e.to_string())?)

@@ -1,0 +1,7 @@
+#![no_main]
+//! See `media::fuzz::recorder` for what this exercises and how the input is read.
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    media::fuzz::recorder(data);
+});

@@ -1,0 +1,7 @@
+#![no_main]
+//! See `pion_the_sky::fuzz::ws_message` for what this exercises.
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    pion_the_sky::fuzz::ws_message(data);
+});
