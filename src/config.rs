@@ -91,17 +91,17 @@ pub struct Config {
     pub ice_server: Vec<String>,
 
     /// Seconds a new peer may take to connect (ICE + DTLS) before its session is released.
-    #[arg(long, env = "PION_CONNECT_TIMEOUT", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "PION_CONNECT_TIMEOUT", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub connect_timeout: u64,
 
     /// Seconds a connected recorder may send no media before its session ends (a recording
     /// with no media is removed).
-    #[arg(long, env = "PION_MEDIA_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "PION_MEDIA_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub media_timeout: u64,
 
     /// Seconds a websocket may stay silent (no message, no pong to our pings) before it is
     /// closed. The server pings every third of this.
-    #[arg(long, env = "PION_WS_IDLE_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(3..))]
+    #[arg(long, env = "PION_WS_IDLE_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(3..=86400))]
     pub ws_idle_timeout: u64,
 
     /// Most concurrent websockets from one client IP address (0 = no limit).
@@ -114,7 +114,7 @@ pub struct Config {
     pub max_sessions_per_ip: usize,
 
     /// Seconds a shutdown (SIGTERM, Ctrl-C) waits for sessions to finalize their recordings.
-    #[arg(long, env = "PION_SHUTDOWN_TIMEOUT", default_value_t = 10)]
+    #[arg(long, env = "PION_SHUTDOWN_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub shutdown_timeout: u64,
 }
 
@@ -204,8 +204,9 @@ fn one_line_error(err: clap::Error) -> ConfigError {
 fn accepted_for(flag: &str) -> String {
     match flag.trim_start_matches('-') {
         "port" | "udp-port" => "a port number from 1 to 65535".into(),
-        "connect-timeout" | "media-timeout" => "a number of seconds, at least 1".into(),
-        "ws-idle-timeout" => "a number of seconds, at least 3".into(),
+        "connect-timeout" | "media-timeout" => "a number of seconds from 1 to 3600".into(),
+        "ws-idle-timeout" => "a number of seconds from 3 to 86400".into(),
+        "shutdown-timeout" => "a number of seconds from 0 to 3600".into(),
         "bind" | "public-ip" | "ice-ip" => "an IP address such as 0.0.0.0 or 127.0.0.1".into(),
         _ => "see --help".into(),
     }

@@ -59,16 +59,35 @@ impl app::server_fns::Library for Library {
     fn list(&self) -> Vec<app::protocol::RecordingMeta> {
         self.0.list()
     }
-    fn rename(&self, id: &str, name: &str) -> Result<app::protocol::RecordingMeta, String> {
-        let r = self.0.rename(id, name).map_err(|e| e.to_string());
-        let _ = self.1.send(());
-        r
+    fn rename(
+        &self,
+        id: String,
+        name: String,
+    ) -> app::server_fns::LibraryFuture<Result<app::protocol::RecordingMeta, String>> {
+        let (store, changes) = (self.0.clone(), self.1.clone());
+        Box::pin(blocking(move || {
+            let r = store.rename(&id, &name).map_err(|e| e.to_string());
+            let _ = changes.send(());
+            r
+        }))
     }
-    fn delete(&self, id: &str) -> Result<(), String> {
-        let r = self.0.delete(id).map_err(|e| e.to_string());
-        let _ = self.1.send(());
-        r
+    fn delete(&self, id: String) -> app::server_fns::LibraryFuture<Result<(), String>> {
+        let (store, changes) = (self.0.clone(), self.1.clone());
+        Box::pin(blocking(move || {
+            let r = store.delete(&id).map_err(|e| e.to_string());
+            let _ = changes.send(());
+            r
+        }))
     }
+}
+
+/// Runs a store call (file I/O, fsync) on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|_| Err("the store failed".into()))
 }
 
 /// Finds the built site (wasm, js, css, assets).
@@ -168,16 +187,31 @@ pub async fn serve(
         listener,
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
-    .with_graceful_shutdown(async move {
-        shutdown.await;
-        // Sessions see this, finalize their files and close their websockets.
-        token.cancel();
-    })
-    .await;
-    // axum has stopped accepting and its plain HTTP requests are done; upgraded websockets and
-    // the sessions behind them are ours to wait for.
+    .with_graceful_shutdown({
+        let token = token.clone();
+        async move {
+            shutdown.await;
+            // Sessions see this, finalize their files and close their websockets.
+            token.cancel();
+        }
+    });
+    // The grace period runs from the signal: a stalled HTTP client (a download that stopped
+    // reading) cannot hold the exit beyond it.
+    let deadline = async {
+        token.cancelled().await;
+        tokio::time::sleep(grace).await;
+    };
+    let result = tokio::select! {
+        r = served => r,
+        _ = deadline => {
+            tracing::warn!("shutdown timeout reached while HTTP connections were still open");
+            Ok(())
+        }
+    };
+    // Upgraded websockets and the sessions behind them are ours to wait for.
     tasks.close();
-    if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+    let waited = tokio::time::timeout(grace, tasks.wait()).await;
+    if waited.is_err() {
         tracing::warn!(
             still_running = tasks.len(),
             "shutdown timeout reached before every session finished"
@@ -185,5 +219,5 @@ pub async fn serve(
     } else {
         tracing::info!("every session finished");
     }
-    served
+    result
 }

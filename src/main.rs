@@ -27,7 +27,11 @@ fn main() {
             std::process::exit(1);
         }
     };
+    let shutdown_timeout = std::time::Duration::from_secs(config.shutdown_timeout);
     runtime.block_on(run(config));
+    // `serve` waited for the sessions within the shutdown timeout; blocking tasks stuck on a
+    // hung disk must not hold the exit any longer.
+    runtime.shutdown_timeout(shutdown_timeout);
 }
 
 async fn run(config: Config) {
@@ -67,10 +71,14 @@ async fn run(config: Config) {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         let term = async {
-            if let Ok(mut s) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            {
-                s.recv().await;
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+                    std::future::pending::<()>().await;
+                }
             }
         };
         #[cfg(not(unix))]

@@ -215,7 +215,10 @@ async fn write_loop(
                 Some(msg) => Message::Text(msg.to_json().into()),
                 None => {
                     let frame = farewell.get().copied().unwrap_or(Farewell::Normal).frame();
-                    let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
+                    tokio::select! {
+                        _ = tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::Close(Some(frame)))) => {}
+                        _ = dead.cancelled() => {}
+                    }
                     break;
                 }
             },

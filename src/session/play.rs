@@ -287,6 +287,10 @@ struct ReadAhead {
     budget: Arc<Semaphore>,
     done: bool,
     ended_because: Option<String>,
+    /// Frames of the current clip handed to the scheduler, and its drop count at the clip's
+    /// start.
+    clip_frames: u64,
+    dropped_before: u64,
 }
 
 impl ReadAhead {
@@ -315,6 +319,8 @@ impl ReadAhead {
             budget,
             done: false,
             ended_because: None,
+            clip_frames: 0,
+            dropped_before: 0,
         })
     }
 
@@ -329,6 +335,8 @@ impl ReadAhead {
         match item {
             Feed::Clip { index, info } => {
                 let id = playlist[index].id.clone();
+                self.clip_frames = 0;
+                self.dropped_before = sched.stats().dropped_frames;
                 let verdict = match sched.start_clip(id.clone(), &info) {
                     Ok(()) => true,
                     Err(skip) => {
@@ -346,13 +354,19 @@ impl ReadAhead {
             }
             Feed::Frame(frame) => {
                 self.budget.add_permits(frame_cost(&frame));
+                self.clip_frames += 1;
                 sched.push_frame(frame);
             }
             Feed::ClipEnd => {
                 sched.end_clip();
+                // Whether the scheduler kept any of the clip's frames (it drops video before
+                // a keyframe, tracks the viewer lacks...): a clip it kept nothing of was not
+                // played, and a looping pass of such clips must end, not spin.
+                let dropped = sched.stats().dropped_frames - self.dropped_before;
+                let played = self.clip_frames > dropped;
                 // The reader opens the next clip now, as late as a clip was opened before
                 // there was a reader: a recording deleted until then is not played.
-                let _ = self.verdicts.send(true);
+                let _ = self.verdicts.send(played);
             }
             Feed::Skipped(skipped) => {
                 tell(out, ServerMessage::Skipped(skipped));
@@ -472,7 +486,7 @@ impl Reader {
                     frames += 1;
                 }
                 Ok(None) if frames == 0 => {
-                    self.end_clip()?;
+                    let _ = self.end_clip()?;
                     self.send(skipped(
                         "the recording has no frames that can be read".into(),
                     ))?;
@@ -480,7 +494,7 @@ impl Reader {
                 }
                 Ok(None) => break,
                 Err(e) if frames == 0 => {
-                    self.end_clip()?;
+                    let _ = self.end_clip()?;
                     self.send(skipped(format!("the recording cannot be read: {e}")))?;
                     return Ok(false);
                 }
@@ -490,14 +504,14 @@ impl Reader {
                 }
             }
         }
-        self.end_clip()?;
-        Ok(frames > 0)
+        self.end_clip()
     }
 
-    /// Ends the clip and waits until the session has taken everything before the end.
-    fn end_clip(&self) -> Result<(), Gone> {
+    /// Ends the clip and waits until the session has taken everything before the end; true
+    /// when the scheduler kept any of the clip's frames.
+    fn end_clip(&self) -> Result<bool, Gone> {
         self.send(Feed::ClipEnd)?;
-        self.verdicts.recv().map(|_| ()).map_err(|_| Gone)
+        self.verdicts.recv().map_err(|_| Gone)
     }
 }
 

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 use super::tell;
 use crate::AppState;
 use crate::rtc::{PeerEvent, PeerState};
-use crate::store::writer::WriteBehind;
+use crate::store::writer::{Closer, WriteBehind};
 
 /// Why a recording ended, when it is worth telling the user.
 enum End {
@@ -124,6 +124,7 @@ async fn open(state: &AppState, video: Codec) -> Result<Open, String> {
     .map_err(|_| "cannot start recording: the store failed".to_owned())??;
     let (meta, sink) = created;
     let written = sink.written();
+    let closer = sink.closer();
     let config = RecorderConfig {
         video: Some(video),
         audio: true,
@@ -137,6 +138,7 @@ async fn open(state: &AppState, video: Codec) -> Result<Open, String> {
         }),
         Err(e) => {
             // Unreachable for the containers we pick, but never leave the entry behind.
+            let _ = closer.close().await;
             let store = state.store.clone();
             let _ = tokio::task::spawn_blocking(move || {
                 let mut meta = meta;
@@ -290,8 +292,9 @@ async fn conclude(
     mut recorder: Recorder<WriteBehind>,
     meta: &mut RecordingMeta,
 ) {
-    // From here on this function decides what happens to the recording.
-    recorder.get_ref().disarm();
+    // The writer is closed (and waited for) on every path below before the store touches the
+    // file, also when the muxer drops the sink on a failed finish.
+    let closer = recorder.get_ref().closer();
     // Whatever the depacketizers still hold that is complete goes into the file.
     if write_error.is_none()
         && let Err(e) = ingest.flush(&mut recorder)
@@ -305,9 +308,11 @@ async fn conclude(
         (end, None) => end,
     };
     let store = state.store.clone();
-    if frames == 0 && !matches!(end, End::WriteFailed(_)) {
-        // Nothing arrived (stopped at once, or media never flowed): keep no empty entry.
-        let _ = recorder.into_inner().close().await;
+    if (frames == 0 || !recorder.started()) && !matches!(end, End::WriteFailed(_)) {
+        // Nothing arrived (stopped at once, or media never flowed), or nothing could start a
+        // file (no keyframe): keep no empty entry.
+        drop(recorder);
+        let _ = closer.close().await;
         meta.state = RecordingState::Failed;
         let meta = meta.clone();
         let removed = tokio::task::spawn_blocking(move || {
@@ -329,10 +334,11 @@ async fn conclude(
     let finished = if matches!(end, End::WriteFailed(_)) {
         // Finishing would write more to a failing disk (and patch sizes for data that never
         // landed): stop the writer and let `repair` work from what is really on disk.
-        let _ = recorder.into_inner().close().await;
+        drop(recorder);
+        let _ = closer.close().await;
         Ok(())
     } else {
-        finalize(recorder, meta).await
+        finalize(recorder, closer, meta).await
     };
     let note = match (&end, &finished) {
         (End::WriteFailed(e), _) => Some(format!("recording ended early: {e}")),
@@ -485,10 +491,15 @@ fn end_note(end: &End, config: &crate::config::Config) -> Option<String> {
 
 /// Finishes the container, waits for the writer to make it durable, and copies what the
 /// muxer reports into the metadata.
-async fn finalize(recorder: Recorder<WriteBehind>, meta: &mut RecordingMeta) -> Result<(), String> {
+async fn finalize(
+    recorder: Recorder<WriteBehind>,
+    closer: Closer,
+    meta: &mut RecordingMeta,
+) -> Result<(), String> {
     match recorder.finish_into_inner() {
         Ok((summary, sink)) => {
-            if let Err(e) = sink.close().await {
+            drop(sink);
+            if let Err(e) = closer.close().await {
                 meta.state = RecordingState::Failed;
                 return Err(e.to_string());
             }
@@ -501,6 +512,9 @@ async fn finalize(recorder: Recorder<WriteBehind>, meta: &mut RecordingMeta) -> 
             Ok(())
         }
         Err(e) => {
+            // The muxer dropped the sink; the writer must be done before a repair reads the
+            // file.
+            let _ = closer.close().await;
             meta.state = RecordingState::Failed;
             Err(e.to_string())
         }

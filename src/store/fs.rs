@@ -23,6 +23,8 @@ pub struct FsStore {
     /// Held for the store's life: one server per data directory.
     _lock: File,
     index: RwLock<BTreeMap<String, RecordingMeta>>,
+    /// Held by every write (see [`FsStore::writing`]).
+    writes: std::sync::Mutex<()>,
     counter: AtomicU64,
 }
 
@@ -39,6 +41,7 @@ impl FsStore {
             dir,
             _lock: lock,
             index: RwLock::new(BTreeMap::new()),
+            writes: std::sync::Mutex::new(()),
             counter: AtomicU64::new(0),
         };
         store.load()?;
@@ -92,7 +95,13 @@ impl FsStore {
                 ),
                 // A write error or a failed repair (disk full at the time) may have left good
                 // media behind: try again now that the disk may have room.
-                RecordingState::Failed if self.has_media(&meta) => {
+                RecordingState::Failed
+                    if self.has_media(&meta)
+                        && !meta
+                            .note
+                            .as_deref()
+                            .is_some_and(|n| n.contains(UNRECOVERABLE)) =>
+                {
                     let note = meta.note.clone().unwrap_or_default();
                     self.repair_file(meta, note)
                 }
@@ -134,7 +143,7 @@ impl FsStore {
             }
             Err(reason) => {
                 meta.state = RecordingState::Failed;
-                meta.note = Some(format!("{note}; could not be recovered: {reason}"));
+                meta.note = Some(format!("{note}; {UNRECOVERABLE}: {reason}"));
                 tracing::warn!(id = %meta.id, %reason, "recording could not be recovered");
             }
         }
@@ -178,6 +187,20 @@ impl FsStore {
         })
     }
 
+    /// Serializes the store's writers (metadata files and the index entries they back). The
+    /// index lock itself is only held to read or insert, never across file I/O, so listings
+    /// on async workers never wait for an fsync.
+    fn writing(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.writes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn insert(&self, meta: RecordingMeta) {
+        self.index
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(meta.id.clone(), meta);
+    }
+
     fn lookup(&self, id: &str) -> Result<RecordingMeta, StoreError> {
         validate_id(id)?;
         self.index
@@ -188,6 +211,9 @@ impl FsStore {
             .ok_or_else(|| StoreError::NotFound(id.to_owned()))
     }
 }
+
+/// Marks a note of a recording whose repair failed (it is not tried again at every start).
+const UNRECOVERABLE: &str = "could not be recovered";
 
 /// The name of the lock file inside the data directory.
 pub const LOCK_FILE: &str = ".lock";
@@ -301,10 +327,10 @@ impl RecordingStore for FsStore {
 
     fn finish(&self, mut meta: RecordingMeta) -> Result<RecordingMeta, StoreError> {
         validate_id(&meta.id)?;
-        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+        let _writing = self.writing();
         // A rename may have happened while recording: keep the newest name.
-        if let Some(current) = index.get(&meta.id) {
-            meta.name = current.name.clone();
+        if let Ok(current) = self.lookup(&meta.id) {
+            meta.name = current.name;
         }
         if let Err(e) = self.write_meta(&meta) {
             // The entry must not stay `recording` (which cannot be deleted) for the rest of
@@ -312,21 +338,21 @@ impl RecordingStore for FsStore {
             let mut failed = meta;
             failed.state = RecordingState::Failed;
             failed.note = Some(format!("the recording could not be saved: {e}"));
-            index.insert(failed.id.clone(), failed);
+            self.insert(failed);
             return Err(e);
         }
-        index.insert(meta.id.clone(), meta.clone());
+        self.insert(meta.clone());
         Ok(meta)
     }
 
     fn repair(&self, meta: RecordingMeta, note: String) -> RecordingMeta {
-        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+        let _writing = self.writing();
         let mut meta = meta;
-        if let Some(current) = index.get(&meta.id) {
-            meta.name = current.name.clone();
+        if let Ok(current) = self.lookup(&meta.id) {
+            meta.name = current.name;
         }
         let meta = self.repair_file(meta, note);
-        index.insert(meta.id.clone(), meta.clone());
+        self.insert(meta.clone());
         meta
     }
 
@@ -367,27 +393,22 @@ impl RecordingStore for FsStore {
     fn rename(&self, id: &str, name: &str) -> Result<RecordingMeta, StoreError> {
         validate_id(id)?;
         let name = validate_name(name)?;
-        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
-        let meta = index
-            .get_mut(id)
-            .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
-        let mut updated = meta.clone();
+        let _writing = self.writing();
+        let mut updated = self.lookup(id)?;
         updated.name = name;
         self.write_meta(&updated)?;
-        *meta = updated.clone();
+        self.insert(updated.clone());
         Ok(updated)
     }
 
     fn delete(&self, id: &str) -> Result<(), StoreError> {
         validate_id(id)?;
-        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
-        let meta = index
-            .get(id)
-            .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
+        let _writing = self.writing();
+        let meta = self.lookup(id)?;
         if meta.state == RecordingState::Recording {
             return Err(StoreError::Busy(id.to_owned()));
         }
-        let media = self.media_file(meta);
+        let media = self.media_file(&meta);
         // Metadata goes first: a crash in between leaves an orphan media file, never a
         // listed recording without media.
         match fs::remove_file(self.meta_path(id)) {
@@ -395,7 +416,10 @@ impl RecordingStore for FsStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(StoreError::io(format!("deleting {id}"), e)),
         }
-        index.remove(id);
+        self.index
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
         if let Err(e) = fs::remove_file(&media)
             && e.kind() != std::io::ErrorKind::NotFound
         {

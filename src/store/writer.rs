@@ -35,7 +35,8 @@ enum Op {
     Close(tokio::sync::oneshot::Sender<io::Result<()>>),
 }
 
-/// What the thread runs when its sink is dropped without [`WriteBehind::close`] while armed
+/// What the thread runs when its sink is dropped without being closed ([`WriteBehind::close`],
+/// [`Closer::close`])
 /// (the session owning it panicked), after writing what it was given.
 pub type OnAbandon = Box<dyn FnOnce() + Send>;
 
@@ -58,9 +59,8 @@ impl Shared {
 
 /// The muxer's end of a recording's writer thread.
 pub struct WriteBehind {
-    tx: Option<mpsc::Sender<Vec<Op>>>,
+    tx: mpsc::Sender<Vec<Op>>,
     shared: Arc<Shared>,
-    thread: Option<std::thread::JoinHandle<()>>,
     /// Ops gathered since the last hand-off.
     batch: Vec<Op>,
     batch_bytes: usize,
@@ -88,7 +88,7 @@ impl WriteBehind {
             error: Mutex::new(None),
         });
         let (tx, rx) = mpsc::channel::<Vec<Op>>();
-        let thread = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name(format!("rec-{name}"))
             .spawn({
                 let shared = shared.clone();
@@ -102,9 +102,8 @@ impl WriteBehind {
                 }
             })?;
         Ok(WriteBehind {
-            tx: Some(tx),
+            tx,
             shared,
-            thread: Some(thread),
             batch: Vec::new(),
             batch_bytes: 0,
             batch_started: None,
@@ -117,11 +116,6 @@ impl WriteBehind {
     /// Bytes accepted so far.
     pub fn written(&self) -> Arc<AtomicU64> {
         self.written.clone()
-    }
-
-    /// The owner has taken charge of the recording's end: no `on_abandon` from here on.
-    pub fn disarm(&self) {
-        self.shared.armed.store(false, Ordering::Release);
     }
 
     /// Bytes handed to the thread and not written yet.
@@ -154,8 +148,7 @@ impl WriteBehind {
         let batch = std::mem::take(&mut self.batch);
         self.batch_bytes = 0;
         self.batch_started = None;
-        let sent = self.tx.as_ref().map(|tx| tx.send(batch).is_ok());
-        if sent != Some(true) {
+        if self.tx.send(batch).is_err() {
             return Err(self.shared.error().unwrap_or_else(|| {
                 io::Error::new(io::ErrorKind::BrokenPipe, "the recording's writer stopped")
             }));
@@ -163,33 +156,53 @@ impl WriteBehind {
         Ok(())
     }
 
+    /// A handle that closes the writer after this sink is gone, even when the sink went down
+    /// with the muxer that owned it (a failed `finish`).
+    pub fn closer(&self) -> Closer {
+        Closer {
+            tx: self.tx.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+
     /// Writes what is left, syncs, and waits (without blocking a worker) until the thread has
     /// done it all.
-    pub async fn close(mut self) -> io::Result<()> {
-        self.disarm();
+    pub async fn close(self) -> io::Result<()> {
+        let closer = self.closer();
+        drop(self);
+        closer.close().await
+    }
+}
+
+/// How long closing waits for the disk to take what is left.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Closes a recording's writer: see [`WriteBehind::closer`].
+pub struct Closer {
+    tx: mpsc::Sender<Vec<Op>>,
+    shared: Arc<Shared>,
+}
+
+impl Closer {
+    /// Once the sink is dropped (its last batch handed over), writes what is left, syncs, and
+    /// waits for the thread, at most [`CLOSE_TIMEOUT`]. Disarms the abandon callback.
+    pub async fn close(self) -> io::Result<()> {
+        self.shared.armed.store(false, Ordering::Release);
+        let stopped =
+            || io::Error::new(io::ErrorKind::BrokenPipe, "the recording's writer stopped");
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-        self.batch.push(Op::Close(done_tx));
-        let shipped = self
-            .tx
-            .as_ref()
-            .map(|tx| tx.send(std::mem::take(&mut self.batch)).is_ok());
-        self.tx = None;
-        if shipped != Some(true) {
-            return Err(self.shared.error().unwrap_or_else(|| {
-                io::Error::new(io::ErrorKind::BrokenPipe, "the recording's writer stopped")
-            }));
+        if self.tx.send(vec![Op::Close(done_tx)]).is_err() {
+            return Err(self.shared.error().unwrap_or_else(stopped));
         }
-        let result = done_rx.await.unwrap_or_else(|_| {
-            Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "the recording's writer stopped",
-            ))
-        });
-        if let Some(thread) = self.thread.take() {
-            // The thread has replied and returns right after: this join does not wait.
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        drop(self.tx);
+        match tokio::time::timeout(CLOSE_TIMEOUT, done_rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(self.shared.error().unwrap_or_else(stopped)),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the disk did not take the end of the recording in time",
+            )),
         }
-        result
     }
 }
 
@@ -223,11 +236,9 @@ impl Write for WriteBehind {
         Ok(buf.len())
     }
 
-    /// The muxers flush when a cluster/fragment is complete: hand it over and have it synced.
+    /// The muxers flush when a cluster/fragment is complete: hand it over and have it synced
+    /// (also when its bytes already left in a full batch).
     fn flush(&mut self) -> io::Result<()> {
-        if self.batch.is_empty() {
-            return self.check();
-        }
         self.batch.push(Op::Sync);
         self.ship()
     }
@@ -258,12 +269,13 @@ impl MediaSink for WriteBehind {
 
 impl Drop for WriteBehind {
     fn drop(&mut self) {
-        // A recording dropped without `close` (write error, panic): give the thread what was
-        // gathered and let it finish on its own; nobody waits for it.
-        if !self.batch.is_empty()
-            && let Some(tx) = &self.tx
-        {
-            let _ = tx.send(std::mem::take(&mut self.batch));
+        // Hand over what was gathered; a `Closer` (or nobody, when the session died) takes it
+        // from there.
+        if !self.batch.is_empty() {
+            self.shared
+                .queued
+                .fetch_add(self.batch_bytes as u64, Ordering::Relaxed);
+            let _ = self.tx.send(std::mem::take(&mut self.batch));
         }
     }
 }
