@@ -119,11 +119,14 @@ async fn offers_with_non_ascii_or_absurd_values_get_an_error_or_an_answer_never_
             },
         };
         send(&mut ws, msg.to_json()).await;
-        match next_msg(&mut ws, Duration::from_secs(10)).await {
+        let started = Instant::now();
+        match next_msg(&mut ws, Duration::from_secs(20)).await {
             ServerMessage::Error(e) => assert!(!e.is_empty()),
             ServerMessage::Answer(_) if !refused => {
+                eprintln!("answered in {:?}", started.elapsed());
                 send(&mut ws, ClientMessage::Stop.to_json()).await;
-                let _ = next_msg(&mut ws, Duration::from_secs(10)).await;
+                let _ = next_msg(&mut ws, Duration::from_secs(20)).await;
+                eprintln!("stopped after {:?}", started.elapsed());
             }
             other => panic!("{sdp}: {other:?}"),
         }
@@ -177,6 +180,47 @@ async fn a_client_that_never_reads_is_disconnected_and_wedges_nothing() {
         // Keep the socket (never read it).
         flooders.push(ws);
     }
+    // One more runs a recording, then floods: its session ends with the socket and the
+    // recording is kept.
+    let (recorder, _events) = Client::record(RecordOptions {
+        video: Codec::Vp8,
+        ..RecordOptions::default()
+    })
+    .await
+    .unwrap();
+    let mut ws = tight_ws(server.addr).await;
+    send(
+        &mut ws,
+        ClientMessage::Record {
+            offer: recorder.offer().await.unwrap(),
+        }
+        .to_json(),
+    )
+    .await;
+    let answer = match next_msg(&mut ws, Duration::from_secs(10)).await {
+        ServerMessage::Answer(b64) => SessionDescription::decode(&b64).unwrap(),
+        other => panic!("{other:?}"),
+    };
+    recorder.set_answer(&answer).await.unwrap();
+    recorder
+        .wait_connected(Duration::from_secs(10))
+        .await
+        .unwrap();
+    let (v, a) = fixture_frames(Codec::Vp8);
+    send_media(&recorder, &v[..30], &a[..50]).await;
+    let bad = format!(r#"{{"op":"{}"}}"#, "x".repeat(200));
+    for _ in 0..20_000 {
+        match tokio::time::timeout(
+            Duration::from_secs(2),
+            ws.send(Message::Text(bad.clone().into())),
+        )
+        .await
+        {
+            Ok(Ok(())) => {}
+            _ => break,
+        }
+    }
+    flooders.push(ws);
     // The server closes each of them while the client is still there.
     let sockets = server.state.sockets_per_ip.clone();
     assert!(
@@ -184,6 +228,18 @@ async fn a_client_that_never_reads_is_disconnected_and_wedges_nothing() {
         "{} websockets still open",
         sockets.total()
     );
+    let sessions = server.state.sessions.clone();
+    let max = server.state.config.max_sessions;
+    assert!(
+        eventually(Duration::from_secs(10), || sessions.available_permits()
+            == max)
+        .await,
+        "the session behind the flooding socket ended"
+    );
+    recorder.close().await;
+    let kept = server.state.store.list();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0].state, RecordingState::Complete, "{kept:?}");
     // And serves everyone else as before.
     let mut ws = server.ws().await;
     send(&mut ws, ClientMessage::Stop.to_json()).await;

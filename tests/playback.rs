@@ -3,7 +3,7 @@ mod common;
 
 use std::time::Duration;
 
-use app::protocol::{ClientMessage, ServerMessage};
+use app::protocol::{ClientMessage, ServerMessage, SessionPhase};
 use common::*;
 use media::Codec;
 
@@ -74,7 +74,7 @@ async fn viewers_loop_choose_and_survive_deletes() {
     assert!(
         got.messages
             .iter()
-            .any(|m| matches!(m, ServerMessage::State(s) if s.phase == "finished")),
+            .any(|m| matches!(m, ServerMessage::State(s) if s.phase == SessionPhase::Finished)),
         "session finished: {:?}",
         got.messages
     );
@@ -157,11 +157,11 @@ async fn stop_during_playback_is_confirmed() {
     send(&mut ws, ClientMessage::Stop.to_json()).await;
     loop {
         match next_msg_or_state(&mut ws, Duration::from_secs(2)).await {
-            ServerMessage::State(s) if s.phase == "stopped" => {
+            ServerMessage::State(s) if s.phase == SessionPhase::Stopped => {
                 assert!(s.is_end());
                 break;
             }
-            ServerMessage::State(s) if s.phase == "playing" => {}
+            ServerMessage::State(s) if s.phase == SessionPhase::Playing => {}
             other => panic!("expected STATE stopped, got {other:?}"),
         }
     }

@@ -226,8 +226,8 @@ pub struct RecordingMeta {
     /// Creation time, RFC 3339 UTC.
     pub created: String,
     pub duration_ms: u64,
-    /// "h264" or "vp8"; None when the recording has no video.
-    pub video_codec: Option<String>,
+    /// None when the recording has no video.
+    pub video_codec: Option<VideoCodec>,
     pub width: u32,
     pub height: u32,
     pub video_frames: u64,
@@ -235,8 +235,7 @@ pub struct RecordingMeta {
     pub audio_frames: u64,
     pub bytes: u64,
     pub state: RecordingState,
-    /// "webm" or "mp4".
-    pub container: String,
+    pub container: Container,
     /// Why the recording ended early, if it did (disk full, limit reached...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
@@ -253,10 +252,58 @@ impl RecordingMeta {
 
     /// MIME type of the media file.
     pub fn mime_type(&self) -> &'static str {
-        if self.container == "mp4" {
-            "video/mp4"
-        } else {
-            "video/webm"
+        self.container.mime_type()
+    }
+}
+
+/// A recording's file format (`"webm"` or `"mp4"` on the wire and on disk); anything else is
+/// refused when read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Container {
+    /// WebM: VP8 video, Opus audio.
+    Webm,
+    /// Fragmented MP4: H264 video, Opus audio.
+    Mp4,
+}
+
+impl Container {
+    /// The file extension, also the wire name.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Container::Webm => "webm",
+            Container::Mp4 => "mp4",
+        }
+    }
+
+    pub fn mime_type(self) -> &'static str {
+        match self {
+            Container::Webm => "video/webm",
+            Container::Mp4 => "video/mp4",
+        }
+    }
+}
+
+impl std::fmt::Display for Container {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.extension())
+    }
+}
+
+/// A recording's video codec (`"h264"` or `"vp8"` on the wire).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VideoCodec {
+    H264,
+    Vp8,
+}
+
+impl VideoCodec {
+    /// The codec's name as people know it.
+    pub fn label(self) -> &'static str {
+        match self {
+            VideoCodec::H264 => "H264",
+            VideoCodec::Vp8 => "VP8",
         }
     }
 }
@@ -278,21 +325,50 @@ pub struct Skipped {
     pub reason: String,
 }
 
+/// What a session is doing (`STATE`'s `phase`; lowercase on the wire).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionPhase {
+    Recording,
+    Playing,
+    /// A playback played through.
+    Finished,
+    /// A playback ended by STOP, the viewer going away, or server shutdown.
+    Stopped,
+}
+
+impl SessionPhase {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionPhase::Recording => "recording",
+            SessionPhase::Playing => "playing",
+            SessionPhase::Finished => "finished",
+            SessionPhase::Stopped => "stopped",
+        }
+    }
+}
+
+impl std::fmt::Display for SessionPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Progress of a session, sent about once a second.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SessionState {
-    /// "recording", "playing"; a playback ends with "finished" (played through) or "stopped"
-    /// (STOP, the viewer gone, or server shutdown).
-    pub phase: String,
+    /// A playback ends with `Finished` or `Stopped`.
+    pub phase: SessionPhase,
     pub elapsed_ms: u64,
     pub bytes: u64,
     pub frames: u64,
 }
 
 impl SessionState {
-    /// The last STATE of a playback: "finished" or "stopped".
+    /// The last STATE of a playback: finished or stopped.
     pub fn is_end(&self) -> bool {
-        matches!(self.phase.as_str(), "finished" | "stopped")
+        matches!(self.phase, SessionPhase::Finished | SessionPhase::Stopped)
     }
 }
 
@@ -316,21 +392,46 @@ mod tests {
 
     #[test]
     fn only_finished_and_stopped_end_a_session() {
-        for (phase, end) in [
-            ("finished", true),
-            ("stopped", true),
-            ("playing", false),
-            ("recording", false),
-            ("", false),
-        ] {
-            let s = SessionState {
-                phase: phase.into(),
-                elapsed_ms: 0,
-                bytes: 0,
-                frames: 0,
-            };
-            assert_eq!(s.is_end(), end, "{phase}");
+        // (wire text, phase, ends a session); anything else on the wire is refused.
+        let cases = [
+            ("finished", Some(SessionPhase::Finished), true),
+            ("stopped", Some(SessionPhase::Stopped), true),
+            ("playing", Some(SessionPhase::Playing), false),
+            ("recording", Some(SessionPhase::Recording), false),
+            ("", None, false),
+            ("Finished", None, false),
+            ("paused", None, false),
+        ];
+        for (wire, phase, end) in cases {
+            let json = format!(r#"{{"phase":"{wire}","elapsed_ms":0,"bytes":0,"frames":0}}"#);
+            let parsed = serde_json::from_str::<SessionState>(&json).ok();
+            assert_eq!(parsed.as_ref().map(|s| s.phase), phase, "{wire}");
+            if let Some(s) = parsed {
+                assert_eq!(s.is_end(), end, "{wire}");
+                assert_eq!(serde_json::to_string(&s).unwrap(), json, "round trip");
+                assert_eq!(s.phase.to_string(), wire);
+            }
         }
+    }
+
+    #[test]
+    fn containers_and_codecs_have_one_spelling() {
+        for (wire, c) in [("webm", Container::Webm), ("mp4", Container::Mp4)] {
+            assert_eq!(serde_json::to_string(&c).unwrap(), format!("\"{wire}\""));
+            assert_eq!(c.to_string(), wire);
+        }
+        for bad in ["\"WEBM\"", "\"mkv\"", "\"\""] {
+            assert!(serde_json::from_str::<Container>(bad).is_err(), "{bad}");
+            assert!(serde_json::from_str::<VideoCodec>(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            serde_json::from_str::<VideoCodec>("\"vp8\"").unwrap(),
+            VideoCodec::Vp8
+        );
+        assert_eq!(
+            serde_json::from_str::<VideoCodec>("\"h264\"").unwrap(),
+            VideoCodec::H264
+        );
     }
 
     #[test]

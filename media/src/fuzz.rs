@@ -8,6 +8,7 @@
 //! Input layouts are documented on each function; every layout accepts every byte string
 //! (missing bytes read as zero / end the stream), so the fuzzer never wastes inputs.
 use std::io::Cursor;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
@@ -316,4 +317,51 @@ pub fn recorder(data: &[u8]) {
     }
     demux_all(kind, &crash_image);
     recover_and_demux(kind, crash_image);
+}
+
+/// The files of `<root>/<target>/`, sorted; none when the directory does not exist.
+fn regression_inputs(root: &Path, target: &str) -> (PathBuf, Vec<PathBuf>) {
+    let dir = root.join(target);
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries
+            .map(|e| {
+                e.unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+                    .path()
+            })
+            .filter(|p| p.is_file())
+            .filter(|p| {
+                !p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            })
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => panic!("{}: {e}", dir.display()),
+    };
+    files.sort();
+    (dir, files)
+}
+
+/// Replays every input in `<root>/<target>/` (inputs that once crashed a fuzz target, see
+/// `fuzz/README.md`) through `run`, for `cargo test`. Panics, listing every input that
+/// panicked.
+pub fn replay_regressions(root: &Path, target: &str, run: fn(&[u8])) {
+    let (dir, files) = regression_inputs(root, target);
+    let mut failed = Vec::new();
+    for path in &files {
+        let data = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&data))).is_err() {
+            failed.push(path.display().to_string());
+        }
+    }
+    println!(
+        "fuzz regressions {target}: replayed {} input(s) from {}",
+        files.len(),
+        dir.display()
+    );
+    assert!(
+        failed.is_empty(),
+        "{target}: {} of {} regression input(s) panicked: {failed:#?}",
+        failed.len(),
+        files.len()
+    );
 }

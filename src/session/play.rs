@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use std::sync::Arc;
 
 use app::protocol::{
-    NO_RECORDINGS, NowPlaying, RecordingMeta, ServerMessage, SessionDescription, SessionState,
-    Skipped,
+    NO_RECORDINGS, NowPlaying, RecordingMeta, ServerMessage, SessionDescription, SessionPhase,
+    SessionState, Skipped,
 };
 use media::container::{Demuxer, TrackInfo};
 use media::schedule::{Output, Scheduler, SchedulerConfig};
@@ -21,7 +21,7 @@ use super::tell;
 use crate::AppState;
 use crate::rtc::{PeerEvent, PeerState};
 use crate::store::RecordingStore;
-use crate::store::fs::container_kind;
+use crate::store::container_kind;
 
 pub async fn run(
     state: AppState,
@@ -154,7 +154,7 @@ pub async fn run(
             tell(
                 &out,
                 ServerMessage::State(SessionState {
-                    phase: "finished".into(),
+                    phase: SessionPhase::Finished,
                     elapsed_ms: start.elapsed().as_millis() as u64,
                     bytes: 0,
                     frames: sent_frames,
@@ -184,7 +184,7 @@ pub async fn run(
             },
             _ = tick.tick() => {
                 tell(&out, ServerMessage::State(SessionState {
-                    phase: "playing".into(),
+                    phase: SessionPhase::Playing,
                     elapsed_ms: start.elapsed().as_millis() as u64,
                     bytes: 0,
                     frames: sent_frames,
@@ -202,7 +202,7 @@ pub async fn run(
         tell(
             &out,
             ServerMessage::State(SessionState {
-                phase: "stopped".into(),
+                phase: SessionPhase::Stopped,
                 elapsed_ms: start.elapsed().as_millis() as u64,
                 bytes: 0,
                 frames: sent_frames,
@@ -453,7 +453,7 @@ impl Reader {
             .open(&meta.id)
             .map_err(|e| e.to_string())
             .and_then(|(_, src)| {
-                Demuxer::open(container_kind(&meta.container), src).map_err(|e| e.to_string())
+                Demuxer::open(container_kind(meta.container), src).map_err(|e| e.to_string())
             });
         let mut demux = match opened {
             Ok(d) => d,

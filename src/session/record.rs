@@ -2,7 +2,7 @@
 use std::time::{Duration, Instant};
 
 use app::protocol::{
-    RecordingMeta, RecordingState, ServerMessage, SessionDescription, SessionState,
+    RecordingMeta, RecordingState, ServerMessage, SessionDescription, SessionPhase, SessionState,
 };
 use media::container::{ContainerKind, Recorder, RecorderConfig};
 use media::depack::Depacketizer;
@@ -228,7 +228,7 @@ impl Live<'_> {
                         break End::PeerGone("the connection was lost");
                     }
                     tell(self.out, ServerMessage::State(SessionState {
-                        phase: "recording".into(),
+                        phase: SessionPhase::Recording,
                         elapsed_ms: start.elapsed().as_millis() as u64,
                         bytes: self.written.load(Ordering::Relaxed),
                         frames: ingest.frames,

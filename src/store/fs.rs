@@ -122,7 +122,7 @@ impl FsStore {
     /// Repairs a recording a crash or a write error left unfinished.
     fn repair_file(&self, mut meta: RecordingMeta, note: String) -> RecordingMeta {
         let path = self.media_file(&meta);
-        let kind = container_kind(&meta.container);
+        let kind = super::container_kind(meta.container);
         let result = OpenOptions::new()
             .read(true)
             .write(true)
@@ -235,22 +235,6 @@ fn lock_dir(dir: &Path) -> Result<File, StoreError> {
     }
 }
 
-/// The container a metadata `container` field names.
-pub(crate) fn container_kind(name: &str) -> ContainerKind {
-    if name == "mp4" {
-        ContainerKind::Mp4
-    } else {
-        ContainerKind::Webm
-    }
-}
-
-pub(crate) fn container_name(kind: ContainerKind) -> &'static str {
-    match kind {
-        ContainerKind::Mp4 => "mp4",
-        ContainerKind::Webm => "webm",
-    }
-}
-
 /// Copies a muxer summary into the metadata.
 pub fn apply_summary(meta: &mut RecordingMeta, s: &media::container::Summary) {
     meta.duration_ms = s.duration_ms;
@@ -259,14 +243,6 @@ pub fn apply_summary(meta: &mut RecordingMeta, s: &media::container::Summary) {
     meta.width = s.width;
     meta.height = s.height;
     meta.bytes = s.bytes;
-}
-
-fn codec_name(codec: Codec) -> &'static str {
-    match codec {
-        Codec::H264 => "h264",
-        Codec::Vp8 => "vp8",
-        Codec::Opus => "opus",
-    }
 }
 
 fn rfc3339(t: SystemTime) -> String {
@@ -293,7 +269,7 @@ impl RecordingStore for FsStore {
             id,
             created,
             duration_ms: 0,
-            video_codec: video.map(|c| codec_name(c).to_owned()),
+            video_codec: video.and_then(super::video_codec_of),
             width: 0,
             height: 0,
             video_frames: 0,
@@ -301,7 +277,7 @@ impl RecordingStore for FsStore {
             audio_frames: 0,
             bytes: 0,
             state: RecordingState::Recording,
-            container: container_name(container).to_owned(),
+            container: super::container_of(container),
             note: None,
         };
         // Metadata first: if we crash after this, startup finds and repairs the media file.
@@ -608,6 +584,22 @@ mod tests {
             // Either way it can be deleted.
             store.delete(&id).unwrap();
         }
+    }
+
+    #[test]
+    fn a_finish_that_cannot_save_leaves_a_deletable_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).unwrap();
+        let mut rec = store
+            .create(ContainerKind::Webm, Some(Codec::Vp8), true)
+            .unwrap();
+        // The disk is gone under the server.
+        std::fs::remove_dir_all(dir.path()).unwrap();
+        rec.meta.state = RecordingState::Complete;
+        assert!(store.finish(rec.meta.clone()).is_err());
+        let meta = store.get(&rec.meta.id).unwrap();
+        assert_eq!(meta.state, RecordingState::Failed, "{meta:?}");
+        store.delete(&meta.id).expect("not stuck in `recording`");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 pub mod fs;
 pub mod writer;
 
-use app::protocol::RecordingMeta;
+use app::protocol::{Container, RecordingMeta, VideoCodec};
 use media::Codec;
 use media::container::ContainerKind;
 use std::io::{Read, Seek, Write};
@@ -101,6 +101,31 @@ pub trait RecordingStore: Send + Sync + 'static {
     /// Deletes a finished recording. Players that already opened it keep reading their copy;
     /// later opens fail with `NotFound`.
     fn delete(&self, id: &str) -> Result<(), StoreError>;
+}
+
+/// The wire and disk name of a container, from the media core's (one conversion each way).
+pub fn container_of(kind: ContainerKind) -> Container {
+    match kind {
+        ContainerKind::Webm => Container::Webm,
+        ContainerKind::Mp4 => Container::Mp4,
+    }
+}
+
+/// The media core's container for a recording's format.
+pub fn container_kind(container: Container) -> ContainerKind {
+    match container {
+        Container::Webm => ContainerKind::Webm,
+        Container::Mp4 => ContainerKind::Mp4,
+    }
+}
+
+/// A recording's video codec, from the media core's; `None` for audio codecs.
+pub fn video_codec_of(codec: Codec) -> Option<VideoCodec> {
+    match codec {
+        Codec::H264 => Some(VideoCodec::H264),
+        Codec::Vp8 => Some(VideoCodec::Vp8),
+        Codec::Opus => None,
+    }
 }
 
 /// Checks the id grammar (`<13 digits>-<6 hex>`): anything else never reaches the disk.

@@ -448,6 +448,33 @@ mod tests {
     }
 
     #[test]
+    fn a_sink_dropped_unclosed_is_written_out_then_abandoned() {
+        // (closed before the drop, whether the abandon callback runs)
+        for (closed, abandoned) in [(false, true), (true, false)] {
+            let sink = TestSink::default();
+            let probe = sink.clone();
+            let (tx, rx) = std::sync::mpsc::channel();
+            let on_abandon: OnAbandon = Box::new(move || tx.send(()).unwrap());
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let mut w = WriteBehind::spawn(Box::new(sink), "test", Some(on_abandon)).unwrap();
+                w.write_all(b"last words").unwrap();
+                if closed {
+                    w.close().await.unwrap();
+                } else {
+                    drop(w); // the session died
+                }
+            });
+            let ran = rx.recv_timeout(Duration::from_secs(5)).is_ok();
+            assert_eq!(ran, abandoned, "closed {closed}");
+            assert_eq!(probe.0.lock().unwrap().get_ref(), b"last words");
+        }
+    }
+
+    #[test]
     fn a_failing_disk_is_reported() {
         let (_, _, result) = run(
             &[("write", 0, b"x"), ("flush", 0, b"")],

@@ -9,7 +9,7 @@ use web_sys::{MediaStream, RtcRtpTransceiverDirection, RtcTrackEvent};
 use super::{Peer, Socket, SocketEvent, now_ms, peer_states};
 use crate::pages::common::SocketState;
 use crate::pages::play::{PlayPhase, PlayUi};
-use crate::protocol::{ClientMessage, ServerMessage, SessionDescription};
+use crate::protocol::{ClientMessage, ServerMessage, SessionDescription, SessionPhase};
 
 #[derive(Default)]
 struct Player {
@@ -180,7 +180,7 @@ fn on_message(ui: PlayUi, text: &str) {
         }
         ServerMessage::State(state) => {
             if state.is_end() && ui.phase.get_untracked() != PlayPhase::Idle {
-                if state.phase == "finished" {
+                if state.phase == SessionPhase::Finished {
                     ui.log.ok("Playback finished");
                     ui.finished.set(true);
                 } else {
@@ -188,7 +188,8 @@ fn on_message(ui: PlayUi, text: &str) {
                 }
                 drop_peer(ui);
                 ui.phase.set(PlayPhase::Idle);
-            } else if state.phase == "playing" && ui.phase.get_untracked() == PlayPhase::Negotiating
+            } else if state.phase == SessionPhase::Playing
+                && ui.phase.get_untracked() == PlayPhase::Negotiating
             {
                 ui.phase.set(PlayPhase::Playing);
             }

@@ -11,7 +11,7 @@ use web_sys::{MediaStream, MediaStreamConstraints, MediaStreamTrack, RtcRtpTrans
 use super::{Peer, Socket, SocketEvent, js_error_name, js_error_text, now_ms, peer_states};
 use crate::pages::common::SocketState;
 use crate::pages::record::{MediaState, RecPhase, RecordUi};
-use crate::protocol::{ClientMessage, ServerMessage, SessionDescription};
+use crate::protocol::{ClientMessage, ServerMessage, SessionDescription, SessionPhase};
 
 /// How long to wait for the server's RECORDING after STOP before giving up on it.
 const SAVE_TIMEOUT_MS: i32 = 20_000;
@@ -275,7 +275,7 @@ fn on_message(ui: RecordUi, text: &str) {
                 "Saved: {}, {}, {}, {}, {}",
                 meta.name,
                 crate::pages::common::format_duration(meta.duration_ms),
-                crate::pages::common::format_codec(meta.video_codec.as_deref()),
+                crate::pages::common::format_codec(meta.video_codec),
                 size,
                 crate::pages::common::format_bytes(meta.bytes),
             ));
@@ -288,7 +288,9 @@ fn on_message(ui: RecordUi, text: &str) {
             }
         }
         ServerMessage::State(state) => {
-            if state.phase == "recording" && ui.phase.get_untracked() == RecPhase::Negotiating {
+            if state.phase == SessionPhase::Recording
+                && ui.phase.get_untracked() == RecPhase::Negotiating
+            {
                 ui.phase.set(RecPhase::Recording);
             }
             ui.server.set(Some(state));

@@ -313,8 +313,8 @@ pub fn format_created(created: &str) -> String {
 }
 
 /// "H264", "VP8"...; "—" when there is no video.
-pub fn format_codec(codec: Option<&str>) -> String {
-    codec.map_or_else(|| "—".to_string(), str::to_ascii_uppercase)
+pub fn format_codec(codec: Option<crate::protocol::VideoCodec>) -> String {
+    codec.map_or_else(|| "—".to_string(), |c| c.label().to_owned())
 }
 
 #[cfg(test)]
@@ -334,7 +334,11 @@ mod tests {
             "2024-05-01 12:34 UTC"
         );
         assert_eq!(format_created("bad"), "bad");
-        assert_eq!(format_codec(Some("vp8")), "VP8");
+        assert_eq!(format_codec(Some(crate::protocol::VideoCodec::Vp8)), "VP8");
+        assert_eq!(
+            format_codec(Some(crate::protocol::VideoCodec::H264)),
+            "H264"
+        );
         assert_eq!(format_codec(None), "—");
     }
 }

@@ -213,7 +213,7 @@ fn RecordingRow(
         "—".into()
     };
     let codec = {
-        let mut c = format_codec(meta.video_codec.as_deref());
+        let mut c = format_codec(meta.video_codec);
         if meta.audio {
             c.push_str(" + Opus");
         }

@@ -244,7 +244,7 @@ pub fn RecordPage() -> impl IntoView {
                                 ", "
                                 {format_duration(m.duration_ms)}
                                 ", "
-                                {format_codec(m.video_codec.as_deref())}
+                                {format_codec(m.video_codec)}
                                 ", "
                                 {size}
                                 ", "
