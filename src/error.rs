@@ -12,12 +12,15 @@ pub enum ApiError {
     Store(#[from] StoreError),
     #[error("{0}")]
     BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
 }
 
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Store(e) => match e {
                 StoreError::InvalidId(_) | StoreError::InvalidName(_) => StatusCode::BAD_REQUEST,
                 StoreError::NotFound(_) => StatusCode::NOT_FOUND,

@@ -20,7 +20,6 @@ use axum::Router;
 use leptos::prelude::*;
 use leptos_axum::{LeptosRoutes, generate_route_list};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 use crate::config::Config;
 use crate::store::RecordingStore;
@@ -31,8 +30,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub store: Arc<dyn RecordingStore>,
     pub rtc: rtc::Rtc,
-    /// One permit per running WebRTC session (`--max-sessions`).
-    pub sessions: Arc<Semaphore>,
+    /// Every live session, and the session limits (`--max-sessions`, `--max-sessions-per-ip`).
+    pub registry: session::registry::SessionRegistry,
     pub leptos: LeptosOptions,
     /// Tells every open page that the recordings changed (finished, renamed, deleted).
     pub changes: tokio::sync::broadcast::Sender<()>,
@@ -42,8 +41,6 @@ pub struct AppState {
     pub tasks: tokio_util::task::TaskTracker,
     /// Websockets held by each client address (`--max-sockets-per-ip`).
     pub sockets_per_ip: limits::PerIp,
-    /// Sessions held by each client address (`--max-sessions-per-ip`).
-    pub sessions_per_ip: limits::PerIp,
 }
 
 impl axum::extract::FromRef<AppState> for LeptosOptions {
@@ -131,10 +128,12 @@ impl AppState {
         })?;
         let (changes, _) = tokio::sync::broadcast::channel(16);
         Ok(AppState {
-            sessions: Arc::new(Semaphore::new(config.max_sessions)),
+            registry: session::registry::SessionRegistry::new(
+                config.max_sessions,
+                config.max_sessions_per_ip,
+            ),
             tasks: tokio_util::task::TaskTracker::new(),
             sockets_per_ip: limits::PerIp::new(config.max_sockets_per_ip),
-            sessions_per_ip: limits::PerIp::new(config.max_sessions_per_ip),
             config: Arc::new(config),
             store: Arc::new(store),
             rtc,

@@ -367,3 +367,68 @@ fn a_second_server_on_the_same_data_dir_refuses_to_start() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_api_lists_live_sessions_and_stops_one() {
+    use app::protocol::{ServerMessage, SessionInfo, SessionKind};
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), "vp8", &[]).await;
+    let addr = server.addr;
+    let (client, mut ws) = start_recording(addr, Codec::Vp8).await;
+    let (v, a) = fixture_frames(Codec::Vp8);
+    send_media(&client, &v[..60], &a[..100]).await; // 2 s
+    // STATE (and the registry's progress) is refreshed every second.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let (status, _, body) =
+        http_async(addr, "GET", "/api/sessions".into(), vec![], String::new()).await;
+    assert_eq!(status, 200);
+    let sessions: Vec<SessionInfo> = serde_json::from_slice(&body).unwrap();
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    let s = &sessions[0];
+    assert_eq!(s.kind, SessionKind::Record);
+    assert_eq!(s.peer, "127.0.0.1");
+    assert!(s.bytes > 0 && s.frames > 0, "{s:?}");
+    let recording = s.recording.clone().expect("the recording it writes");
+
+    let (status, _, _) = http_async(
+        addr,
+        "DELETE",
+        format!("/api/sessions/{}", "0123456789abcdef"),
+        vec![],
+        String::new(),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, _, _) = http_async(
+        addr,
+        "DELETE",
+        format!("/api/sessions/{}", s.id),
+        vec![],
+        String::new(),
+    )
+    .await;
+    assert_eq!(status, 202);
+    // The recording is finalized as with STOP, and its client hears of it.
+    let meta = loop {
+        if let ServerMessage::Recording(meta) = next_msg(&mut ws, Duration::from_secs(10)).await {
+            break meta;
+        }
+    };
+    assert_eq!(meta.id, recording);
+    assert_eq!(meta.state, RecordingState::Complete);
+    assert!(meta.duration_ms >= 1500, "{meta:?}");
+    let registry = server.state.registry.clone();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !registry.is_empty() {
+        assert!(Instant::now() < deadline, "the session is still listed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, _, body) = http_async(addr, "GET", "/api/sessions".into(), vec![], String::new()).await;
+    assert_eq!(
+        serde_json::from_slice::<Vec<SessionInfo>>(&body).unwrap(),
+        vec![]
+    );
+    client.close().await;
+    server.shutdown().await;
+}

@@ -372,6 +372,32 @@ impl SessionState {
     }
 }
 
+/// What a session does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionKind {
+    Record,
+    Play,
+}
+
+/// One live session, as listed by `GET /api/sessions`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    pub id: String,
+    pub kind: SessionKind,
+    /// The client's IP address.
+    pub peer: String,
+    /// Start time, RFC 3339 UTC.
+    pub started: String,
+    /// Bytes written (recording) so far; 0 for a playback.
+    pub bytes: u64,
+    /// Frames recorded or played so far.
+    pub frames: u64,
+    /// The recording being written or the clip being played, once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording: Option<String>,
+}
+
 /// Body of `PATCH /api/recordings/{id}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rename {

@@ -171,12 +171,22 @@ impl Track {
         let ahead = offset < self.seg.first_offset_us.saturating_sub(AHEAD);
         let back = self.span_us(self.seg.max_ts, ts) < -BACK;
         if ahead || back {
-            // Discontinuity: continue after the end of the segment by the arrival gap, at
-            // most MAX_GAP_US (and not before the end: `arrival >= end` for a monotonic
-            // arrival clock, as no observed frame is placed after its arrival).
+            // Discontinuity: continue after the end of the segment by the arrival gap (not
+            // before the end: `arrival >= end` for a monotonic arrival clock, as no observed
+            // frame is placed after its arrival). When the timestamps agree with that gap
+            // (within the ahead margin: a pause the first, late frames of the segment made
+            // look like a jump), it is real time and kept whole, so the track stays in sync
+            // with the others; when they ran further (a jump), the gap is at most MAX_GAP_US.
             let end = self.time_us(self.seg.max_ts);
             self.fixed_start_us = Some(self.start_us());
-            let start = arrival.max(end).min(end.saturating_add(GAP));
+            let wall = arrival.saturating_sub(end).max(0);
+            let elapsed = self.span_us(self.seg.max_ts, ts);
+            let gap = if !back && elapsed <= wall.saturating_add(AHEAD) {
+                wall
+            } else {
+                wall.min(GAP)
+            };
+            let start = end.saturating_add(gap);
             self.seg = Segment::new(ts, arrival, start);
             return;
         }

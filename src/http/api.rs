@@ -1,4 +1,5 @@
-//! `/api/recordings`: a JSON API over the store for scripts and other services.
+//! `/api/recordings` (a JSON API over the store) and `/api/sessions` (the live sessions), for
+//! scripts and other services.
 use axum::Json;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, header};
@@ -44,6 +45,26 @@ pub async fn delete(
         .map_err(|e| ApiError::BadRequest(e.to_string()))??;
     let _ = state.changes.send(());
     Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// Every live session, oldest first.
+pub async fn sessions(State(state): State<AppState>) -> Json<Vec<app::protocol::SessionInfo>> {
+    Json(state.registry.list())
+}
+
+/// Stops a session: a recording is finalized and kept, as with STOP. 202: it is ending.
+pub async fn stop_session(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    if state.registry.stop(&id) {
+        Ok(axum::http::StatusCode::ACCEPTED)
+    } else {
+        Err(ApiError::NotFound(format!(
+            "session {} not found",
+            id.chars().take(64).collect::<String>()
+        )))
+    }
 }
 
 /// The media file, with its MIME type, Range and conditional requests (tower-http's ServeFile).

@@ -16,6 +16,11 @@ pub fn routes() -> Router<AppState> {
             get(api::get_one).patch(api::rename).delete(api::delete),
         )
         .route("/api/recordings/{id}/file", get(api::file))
+        .route("/api/sessions", get(api::sessions))
+        .route(
+            "/api/sessions/{id}",
+            axum::routing::delete(api::stop_session),
+        )
 }
 
 async fn healthz() -> &'static str {

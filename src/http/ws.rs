@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::AppState;
 use crate::limits::Slot;
-use crate::session::{self, SessionHandle};
+use crate::session::{self, Event, Request, SessionHandle};
 use app::protocol::{ClientMessage, MAX_MESSAGE_BYTES, ServerMessage};
 
 pub async fn upgrade(
@@ -130,6 +130,8 @@ impl Farewell {
 async fn handle(socket: WebSocket, state: AppState, client: IpAddr, _slot: Slot) {
     let (sink, mut stream) = socket.split();
     let (out_tx, out_rx) = mpsc::channel::<ServerMessage>(OUT_QUEUE);
+    // The session's events, translated to the wire here.
+    let (events_tx, mut events_rx) = mpsc::channel::<Event>(OUT_QUEUE);
     let idle_timeout = Duration::from_secs(state.config.ws_idle_timeout);
     // Cancelled when the socket cannot be written to any more (or must be dropped at once).
     let dead = CancellationToken::new();
@@ -152,7 +154,7 @@ async fn handle(socket: WebSocket, state: AppState, client: IpAddr, _slot: Slot)
                 last_heard = Instant::now();
                 let reply = match incoming {
                     None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break Farewell::Normal,
-                    Some(Ok(Message::Text(t))) => on_text(&t, &state, client, &out_tx, &mut running),
+                    Some(Ok(Message::Text(t))) => on_text(&t, &state, client, &events_tx, &mut running),
                     Some(Ok(Message::Binary(_))) => {
                         Some("binary messages are not supported; send JSON text".into())
                     }
@@ -161,6 +163,13 @@ async fn handle(socket: WebSocket, state: AppState, client: IpAddr, _slot: Slot)
                 if let Some(reply) = reply
                     && out_tx.try_send(ServerMessage::Error(reply)).is_err()
                 {
+                    tracing::warn!(%client, "closing a websocket whose client does not read");
+                    dead.cancel();
+                    break Farewell::NotReading;
+                }
+            }
+            Some(event) = events_rx.recv() => {
+                if out_tx.try_send(to_wire(event)).is_err() {
                     tracing::warn!(%client, "closing a websocket whose client does not read");
                     dead.cancel();
                     break Farewell::NotReading;
@@ -186,6 +195,13 @@ async fn handle(socket: WebSocket, state: AppState, client: IpAddr, _slot: Slot)
     if let Some(mut session) = running.take() {
         session.stop();
         session.finished().await;
+    }
+    // What the session said last (its recording, how it ended) goes out before the close.
+    drop(events_tx);
+    while let Ok(event) = events_rx.try_recv() {
+        if out_tx.try_send(to_wire(event)).is_err() {
+            break;
+        }
     }
     // The writer delivers what is still queued and the close frame, then ends.
     drop(out_tx);
@@ -242,7 +258,7 @@ fn on_text(
     text: &str,
     state: &AppState,
     client: IpAddr,
-    out: &mpsc::Sender<ServerMessage>,
+    out: &session::Events,
     running: &mut Option<SessionHandle>,
 ) -> Option<String> {
     let msg = match ClientMessage::parse(text) {
@@ -260,13 +276,53 @@ fn on_text(
         ClientMessage::Record { .. } | ClientMessage::Play { .. } if running.is_some() => {
             Some("a session is already running on this connection; send STOP first".into())
         }
-        request => match session::start(state, client, request, out.clone()) {
-            Ok(handle) => {
-                *running = Some(handle);
-                None
-            }
-            Err(e) => Some(e),
-        },
+        ClientMessage::Record { offer } => {
+            start(state, client, Request::Record { offer }, out, running)
+        }
+        ClientMessage::Play {
+            offer,
+            looping,
+            recordings,
+        } => start(
+            state,
+            client,
+            Request::Play {
+                offer,
+                looping,
+                recordings,
+            },
+            out,
+            running,
+        ),
+    }
+}
+
+fn start(
+    state: &AppState,
+    client: IpAddr,
+    request: Request,
+    out: &session::Events,
+    running: &mut Option<SessionHandle>,
+) -> Option<String> {
+    match session::start(state, client, request, out.clone()) {
+        Ok(handle) => {
+            *running = Some(handle);
+            None
+        }
+        Err(e) => Some(e),
+    }
+}
+
+/// A session's event as the `/ws` protocol says it (answers travel as base64 of the JSON
+/// description, the seed's encoding).
+fn to_wire(event: Event) -> ServerMessage {
+    match event {
+        Event::Answer(answer) => ServerMessage::Answer(answer.encode()),
+        Event::State(state) => ServerMessage::State(state),
+        Event::NowPlaying(np) => ServerMessage::NowPlaying(np),
+        Event::Skipped(skipped) => ServerMessage::Skipped(skipped),
+        Event::RecordingFinished(meta) => ServerMessage::Recording(meta),
+        Event::Error(text) => ServerMessage::Error(text),
     }
 }
 

@@ -1,26 +1,74 @@
 //! One task per WebRTC session. The task owns its peer, its event channel and its recorder
-//! or player; it talks to the websocket only through an outgoing message channel.
+//! or player. Sessions speak their own [`Request`] and [`Event`] types; each way in (the `/ws`
+//! protocol in `http::ws`, the session API) translates at its edge. Every live session is in
+//! the [`registry::SessionRegistry`], which also enforces the session limits.
 pub mod play;
 pub mod record;
+pub mod registry;
 
 use std::net::IpAddr;
 
-use app::protocol::{ClientMessage, ServerMessage};
-use tokio::sync::{mpsc, watch};
+use app::protocol::{
+    NowPlaying, RecordingMeta, SessionDescription, SessionKind, SessionState, Skipped,
+};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::AppState;
 
-/// The websocket's handle on its running session.
+/// What starts a session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// Record the offer's camera and microphone.
+    Record { offer: SessionDescription },
+    /// Play recordings (all of them, oldest first, or the chosen ones) to the offer's peer.
+    Play {
+        offer: SessionDescription,
+        looping: bool,
+        recordings: Option<Vec<String>>,
+    },
+}
+
+impl Request {
+    pub fn kind(&self) -> SessionKind {
+        match self {
+            Request::Record { .. } => SessionKind::Record,
+            Request::Play { .. } => SessionKind::Play,
+        }
+    }
+}
+
+/// What a session tells its client.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// The SDP answer to the offer.
+    Answer(SessionDescription),
+    /// Progress, about once a second, and the end of a playback.
+    State(SessionState),
+    NowPlaying(NowPlaying),
+    Skipped(Skipped),
+    /// The recording this session wrote, finished.
+    RecordingFinished(RecordingMeta),
+    /// Something the user should read: why a request was refused or a session ended early.
+    Error(String),
+}
+
+/// Where a session sends its events.
+pub type Events = mpsc::Sender<Event>;
+
+/// A handle on a running session.
 pub struct SessionHandle {
-    stop: watch::Sender<bool>,
+    /// The session's id in the registry.
+    pub id: String,
+    stop: CancellationToken,
     task: Option<JoinHandle<()>>,
 }
 
 impl SessionHandle {
     /// Asks the session to end (a recording is finalized and kept).
     pub fn stop(&self) {
-        let _ = self.stop.send(true);
+        self.stop.cancel();
     }
 
     /// Resolves when the session task has ended.
@@ -34,96 +82,60 @@ impl SessionHandle {
     }
 }
 
-/// Starts the session a RECORD or PLAY asks for; the error text goes back as an ERROR.
+/// Starts the session a request asks for; the error text is for the user.
 pub fn start(
     state: &AppState,
     client: IpAddr,
-    request: ClientMessage,
-    out: mpsc::Sender<ServerMessage>,
+    request: Request,
+    out: Events,
 ) -> Result<SessionHandle, String> {
     if state.shutdown.is_cancelled() {
         return Err("the server is shutting down; try again in a moment".into());
     }
-    let per_ip = state.sessions_per_ip.try_acquire(client).ok_or_else(|| {
-        format!(
-            "too many sessions from your address: at most {} at once (--max-sessions-per-ip)",
-            state.sessions_per_ip.max()
-        )
-    })?;
-    let permit = state.sessions.clone().try_acquire_owned().map_err(|_| {
-        format!(
-            "the server is busy: it already runs {} sessions (--max-sessions); try again later",
-            state.config.max_sessions
-        )
-    })?;
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let registration = state
+        .registry
+        .register(request.kind(), client)
+        .map_err(|e| e.to_string())?;
+    let id = registration.id.clone();
+    let stop = registration.stop.clone();
     let state = state.clone();
-    let sessions = state.sessions.clone();
-    let max_sessions = state.config.max_sessions;
-    // When the last session ends, hand freed memory back to the OS (see `release_free_memory`).
-    let permit = IdleHook {
-        _permit: permit,
-        _per_ip: per_ip,
-        sessions,
-        max_sessions,
-    };
-    let tasks = state.tasks.clone();
-    let task = match request {
-        ClientMessage::Record { offer } => tasks.spawn(async move {
-            record::run(state, offer, out, stop_rx).await;
-            drop(permit);
-        }),
-        ClientMessage::Play {
-            offer,
-            looping,
-            recordings,
-        } => tasks.spawn(async move {
-            play::run(state, offer, looping, recordings, out, stop_rx).await;
-            drop(permit);
-        }),
-        ClientMessage::Stop => return Err("nothing to start".into()),
-    };
+    let task = state.tasks.clone().spawn(async move {
+        match request {
+            Request::Record { offer } => record::run(state, offer, out, &registration).await,
+            Request::Play {
+                offer,
+                looping,
+                recordings,
+            } => play::run(state, offer, looping, recordings, out, &registration).await,
+        }
+        // The registration goes last: the session is listed until it has concluded.
+        drop(registration);
+    });
     Ok(SessionHandle {
-        stop: stop_tx,
+        id,
+        stop,
         task: Some(task),
     })
 }
 
-/// Queues a message for the client without waiting: a session never blocks on a client that
+/// Queues an event for the client without waiting: a session never blocks on a client that
 /// does not read (its socket is closed for that, see `http::ws`). Returns false when the
-/// message could not be queued.
-pub(crate) fn tell(out: &mpsc::Sender<ServerMessage>, msg: ServerMessage) -> bool {
-    match out.try_send(msg) {
+/// event could not be queued.
+pub(crate) fn tell(out: &Events, event: Event) -> bool {
+    match out.try_send(event) {
         Ok(()) => true,
-        Err(mpsc::error::TrySendError::Full(msg)) => {
-            tracing::debug!(?msg, "client queue full: message dropped");
+        Err(mpsc::error::TrySendError::Full(event)) => {
+            tracing::debug!(?event, "client queue full: event dropped");
             false
         }
         Err(mpsc::error::TrySendError::Closed(_)) => false,
     }
 }
 
-/// A session permit that, when the last running session returns it, trims the heap.
-struct IdleHook {
-    _permit: tokio::sync::OwnedSemaphorePermit,
-    _per_ip: crate::limits::Slot,
-    sessions: std::sync::Arc<tokio::sync::Semaphore>,
-    max_sessions: usize,
-}
-
-impl Drop for IdleHook {
-    fn drop(&mut self) {
-        // Our permit is returned after this body runs, hence the `+ 1`.
-        if self.sessions.available_permits() + 1 == self.max_sessions {
-            release_free_memory();
-        }
-    }
-}
-
 /// glibc keeps the memory of freed sessions in its arenas (many threads, many arenas), so the
 /// server's RSS would stay at its high-water mark after a busy period. Trimming when the server
 /// goes idle returns it to the OS; it costs a few milliseconds and runs only then.
-fn release_free_memory() {
+pub(crate) fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks glibc's own heap structures under its locks; it takes no
     // pointers from us and is safe to call from any thread at any time.

@@ -9,17 +9,18 @@ use std::time::{Duration, Instant};
 use std::sync::Arc;
 
 use app::protocol::{
-    NO_RECORDINGS, NowPlaying, RecordingMeta, ServerMessage, SessionDescription, SessionPhase,
-    SessionState, Skipped,
+    NO_RECORDINGS, NowPlaying, RecordingMeta, SessionDescription, SessionPhase, SessionState,
+    Skipped,
 };
 use media::container::{Demuxer, TrackInfo};
 use media::schedule::{Output, Scheduler, SchedulerConfig};
 use media::{Frame, MediaKind};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, mpsc};
 
-use super::tell;
+use super::{Event, Events, tell};
 use crate::AppState;
 use crate::rtc::{PeerEvent, PeerState};
+use crate::session::registry::Registration;
 use crate::store::RecordingStore;
 use crate::store::container_kind;
 
@@ -28,21 +29,22 @@ pub async fn run(
     offer: SessionDescription,
     looping: bool,
     selection: Option<Vec<String>>,
-    out: mpsc::Sender<ServerMessage>,
-    mut stop: watch::Receiver<bool>,
+    out: Events,
+    registration: &Registration,
 ) {
+    let stop = registration.stop.clone();
     let store = state.store.clone();
     let listed = tokio::task::spawn_blocking(move || playlist(store.as_ref(), selection)).await;
     let playlist = match listed {
         Ok(Ok(p)) => p,
         Ok(Err(e)) => {
-            tell(&out, ServerMessage::Error(e));
+            tell(&out, Event::Error(e));
             return;
         }
         Err(_) => {
             tell(
                 &out,
-                ServerMessage::Error("the recordings could not be listed".into()),
+                Event::Error("the recordings could not be listed".into()),
             );
             return;
         }
@@ -50,11 +52,11 @@ pub async fn run(
     let (peer, answer, mut events) = match state.rtc.accept_viewer(&offer).await {
         Ok(x) => x,
         Err(e) => {
-            tell(&out, ServerMessage::Error(e.to_string()));
+            tell(&out, Event::Error(e.to_string()));
             return;
         }
     };
-    tell(&out, ServerMessage::Answer(answer.encode()));
+    tell(&out, Event::Answer(answer));
     tracing::info!(clips = playlist.len(), looping, "playback session started");
 
     // Time to first frame is what viewers feel: wait only for the connection, then send a
@@ -73,13 +75,13 @@ pub async fn run(
     });
     let connected = tokio::select! {
         c = connected => c.unwrap_or(false),
-        _ = stop.changed() => false,
+        _ = stop.cancelled() => false,
         _ = state.shutdown.cancelled() => false,
     };
     if !connected {
         tell(
             &out,
-            ServerMessage::Error(format!(
+            Event::Error(format!(
                 "the viewer's connection did not come up within {} s",
                 state.config.connect_timeout
             )),
@@ -104,7 +106,7 @@ pub async fn run(
             tracing::error!(error = %e, "cannot start a playback reader");
             tell(
                 &out,
-                ServerMessage::Error("the server cannot start a playback reader".into()),
+                Event::Error("the server cannot start a playback reader".into()),
             );
             peer.close().await;
             return;
@@ -139,8 +141,9 @@ pub async fn run(
                     }
                 }
                 Output::ClipStarted { id, index: _ } => {
+                    registration.progress.set_recording(&id);
                     if let Some(np) = now_playing(&playlist, &id) {
-                        tell(&out, ServerMessage::NowPlaying(np));
+                        tell(&out, Event::NowPlaying(np));
                     }
                 }
                 Output::ClipEnded { .. } => {}
@@ -149,11 +152,11 @@ pub async fn run(
         if feed.done && sched.next_deadline().is_none() {
             finished = true;
             if let Some(why) = feed.ended_because.take() {
-                tell(&out, ServerMessage::Error(why));
+                tell(&out, Event::Error(why));
             }
             tell(
                 &out,
-                ServerMessage::State(SessionState {
+                Event::State(SessionState {
                     phase: SessionPhase::Finished,
                     elapsed_ms: start.elapsed().as_millis() as u64,
                     bytes: 0,
@@ -183,14 +186,15 @@ pub async fn run(
                 Some(_) => {}
             },
             _ = tick.tick() => {
-                tell(&out, ServerMessage::State(SessionState {
+                registration.progress.set(0, sent_frames);
+                tell(&out, Event::State(SessionState {
                     phase: SessionPhase::Playing,
                     elapsed_ms: start.elapsed().as_millis() as u64,
                     bytes: 0,
                     frames: sent_frames,
                 }));
             }
-            _ = stop.changed() => break,
+            _ = stop.cancelled() => break,
             _ = state.shutdown.cancelled() => break,
         }
     }
@@ -201,7 +205,7 @@ pub async fn run(
         // playlist played through (the socket may already be closed).
         tell(
             &out,
-            ServerMessage::State(SessionState {
+            Event::State(SessionState {
                 phase: SessionPhase::Stopped,
                 elapsed_ms: start.elapsed().as_millis() as u64,
                 bytes: 0,
@@ -330,7 +334,7 @@ impl ReadAhead {
         item: Feed,
         sched: &mut Scheduler,
         playlist: &[RecordingMeta],
-        out: &mpsc::Sender<ServerMessage>,
+        out: &Events,
     ) {
         match item {
             Feed::Clip { index, info } => {
@@ -342,7 +346,7 @@ impl ReadAhead {
                     Err(skip) => {
                         tell(
                             out,
-                            ServerMessage::Skipped(Skipped {
+                            Event::Skipped(Skipped {
                                 id,
                                 reason: skip.to_string(),
                             }),
@@ -369,7 +373,7 @@ impl ReadAhead {
                 let _ = self.verdicts.send(played);
             }
             Feed::Skipped(skipped) => {
-                tell(out, ServerMessage::Skipped(skipped));
+                tell(out, Event::Skipped(skipped));
             }
             Feed::Done(why) => {
                 self.done = true;

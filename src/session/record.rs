@@ -2,7 +2,7 @@
 use std::time::{Duration, Instant};
 
 use app::protocol::{
-    RecordingMeta, RecordingState, ServerMessage, SessionDescription, SessionPhase, SessionState,
+    RecordingMeta, RecordingState, SessionDescription, SessionPhase, SessionState,
 };
 use media::container::{ContainerKind, Recorder, RecorderConfig};
 use media::depack::Depacketizer;
@@ -10,11 +10,13 @@ use media::timeline::Timeline;
 use media::{Codec, Frame, MediaKind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
-use super::tell;
+use super::{Event, Events, tell};
 use crate::AppState;
 use crate::rtc::{PeerEvent, PeerState};
+use crate::session::registry::{Progress, Registration};
 use crate::store::writer::{Closer, WriteBehind};
 
 /// Why a recording ended, when it is worth telling the user.
@@ -40,27 +42,28 @@ struct Open {
 pub async fn run(
     state: AppState,
     offer: SessionDescription,
-    out: mpsc::Sender<ServerMessage>,
-    stop: watch::Receiver<bool>,
+    out: Events,
+    registration: &Registration,
 ) {
     let video = state.config.vcodec.codec();
     let (peer, answer, events) = match state.rtc.accept_recorder(&offer, video).await {
         Ok(x) => x,
         Err(e) => {
-            tell(&out, ServerMessage::Error(e.to_string()));
+            tell(&out, Event::Error(e.to_string()));
             return;
         }
     };
     let open = match open(&state, video).await {
         Ok(x) => x,
         Err(e) => {
-            tell(&out, ServerMessage::Error(e));
+            tell(&out, Event::Error(e));
             peer.close().await;
             return;
         }
     };
-    tracing::info!(id = %open.meta.id, ?video, "recording session started");
-    tell(&out, ServerMessage::Answer(answer.encode()));
+    tracing::info!(id = %open.meta.id, session = %registration.id, ?video, "recording session started");
+    registration.progress.set_recording(&open.meta.id);
+    tell(&out, Event::Answer(answer));
 
     let mut ingest = Ingest {
         video: Depacketizer::new(video),
@@ -77,7 +80,8 @@ pub async fn run(
     let mut live = Live {
         peer: &peer,
         events,
-        stop,
+        stop: registration.stop.clone(),
+        progress: &registration.progress,
         out: &out,
         written,
     };
@@ -155,8 +159,9 @@ async fn open(state: &AppState, video: Codec) -> Result<Open, String> {
 struct Live<'a> {
     peer: &'a crate::rtc::RecorderPeer,
     events: mpsc::Receiver<PeerEvent>,
-    stop: watch::Receiver<bool>,
-    out: &'a mpsc::Sender<ServerMessage>,
+    stop: CancellationToken,
+    progress: &'a Progress,
+    out: &'a Events,
     written: Arc<AtomicU64>,
 }
 
@@ -227,15 +232,17 @@ impl Live<'_> {
                     if disconnected_since.is_some_and(|t| t.elapsed() >= disconnect_timeout) {
                         break End::PeerGone("the connection was lost");
                     }
-                    tell(self.out, ServerMessage::State(SessionState {
+                    let bytes = self.written.load(Ordering::Relaxed);
+                    self.progress.set(bytes, ingest.frames);
+                    tell(self.out, Event::State(SessionState {
                         phase: SessionPhase::Recording,
                         elapsed_ms: start.elapsed().as_millis() as u64,
-                        bytes: self.written.load(Ordering::Relaxed),
+                        bytes,
                         frames: ingest.frames,
                     }));
                 }
                 _ = &mut limit => break End::Limit,
-                _ = self.stop.changed() => break End::Stopped,
+                _ = self.stop.cancelled() => break End::Stopped,
                 _ = state.shutdown.cancelled() => break End::Shutdown,
             }
         };
@@ -285,7 +292,7 @@ impl Live<'_> {
 /// Finishes the file, saves the metadata (or removes an empty recording) and tells the client.
 async fn conclude(
     state: &AppState,
-    out: &mpsc::Sender<ServerMessage>,
+    out: &Events,
     end: End,
     mut write_error: Option<String>,
     mut ingest: Ingest,
@@ -325,10 +332,7 @@ async fn conclude(
         tracing::info!(%id, "recording session ended without media");
         let why = end_note(&end, &state.config)
             .unwrap_or_else(|| "no media arrived from the browser".into());
-        tell(
-            out,
-            ServerMessage::Error(format!("nothing was recorded: {why}")),
-        );
+        tell(out, Event::Error(format!("nothing was recorded: {why}")));
         return;
     }
     let finished = if matches!(end, End::WriteFailed(_)) {
@@ -368,7 +372,7 @@ async fn conclude(
             tracing::error!(%id, error = %e, "could not save recording metadata");
             tell(
                 out,
-                ServerMessage::Error(format!("the recording could not be saved: {e}")),
+                Event::Error(format!("the recording could not be saved: {e}")),
             );
             return;
         }
@@ -392,9 +396,9 @@ async fn conclude(
         .clone()
         .filter(|_| failed || !matches!(end, End::Stopped | End::Shutdown))
     {
-        tell(out, ServerMessage::Error(note));
+        tell(out, Event::Error(note));
     }
-    tell(out, ServerMessage::Recording(meta));
+    tell(out, Event::RecordingFinished(meta));
 }
 
 /// After STOP: wait at most this long for packets that were already on their way.
