@@ -9,6 +9,7 @@ pub mod error;
 pub mod fuzz;
 pub mod http;
 pub mod limits;
+pub mod metrics;
 pub mod rtc;
 pub mod session;
 pub mod store;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub tasks: tokio_util::task::TaskTracker,
     /// Websockets held by each client address (`--max-sockets-per-ip`).
     pub sockets_per_ip: limits::PerIp,
+    /// What `GET /metrics` reports.
+    pub metrics: metrics::Metrics,
 }
 
 impl axum::extract::FromRef<AppState> for LeptosOptions {
@@ -134,6 +137,7 @@ impl AppState {
             ),
             tasks: tokio_util::task::TaskTracker::new(),
             sockets_per_ip: limits::PerIp::new(config.max_sockets_per_ip),
+            metrics: metrics::Metrics::new(),
             config: Arc::new(config),
             store: Arc::new(store),
             rtc,

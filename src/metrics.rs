@@ -16,7 +16,7 @@
 //! - the playback scheduler's counters (frames played, dropped, stalls, clips): likewise
 //!   [`Metrics::add_scheduler`] or a [`SchedulerFeed`];
 //! - `Rtc::stats` (live peers and forwarding tasks): [`Metrics::set_rtc`], at scrape time;
-//! - the rest (NACKs, PLIs, bytes written, store errors, skips, websocket errors and
+//! - the rest (PLIs, bytes written, store errors, skips, websocket errors and
 //!   connections) through their handles where they happen.
 //!
 //! Counts that two sources could both feed are taken from one only: RTP packets are counted where
@@ -53,32 +53,24 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 /// Every metric name starts with this (and `_`).
 pub const PREFIX: &str = "pion";
 
-/// What a session does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum SessionKind {
-    /// A browser sends media that is written to a recording.
-    Record,
-    /// Recordings are played to a browser.
-    Play,
+/// What a session does (the `kind` label of the session metrics: `record`, `play`).
+pub use app::protocol::SessionKind;
+
+/// Every session kind, in label order.
+const SESSION_KINDS: [SessionKind; 2] = [SessionKind::Record, SessionKind::Play];
+
+/// The label value of a session kind (as on the wire).
+pub const fn session_kind_str(kind: SessionKind) -> &'static str {
+    match kind {
+        SessionKind::Record => "record",
+        SessionKind::Play => "play",
+    }
 }
 
-impl SessionKind {
-    /// Every kind, in label order.
-    pub const ALL: [SessionKind; 2] = [SessionKind::Record, SessionKind::Play];
-
-    /// The label value.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            SessionKind::Record => "record",
-            SessionKind::Play => "play",
-        }
-    }
-
-    const fn index(self) -> usize {
-        match self {
-            SessionKind::Record => 0,
-            SessionKind::Play => 1,
-        }
+const fn session_index(kind: SessionKind) -> usize {
+    match kind {
+        SessionKind::Record => 0,
+        SessionKind::Play => 1,
     }
 }
 
@@ -212,9 +204,14 @@ const fn media_str(kind: MediaKind) -> &'static str {
 // Label values. The derive of `EncodeLabelValue` writes the variant name as it is spelled
 // ("Record"), so the lowercase values are written by hand.
 
-impl EncodeLabelValue for SessionKind {
+/// `SessionKind` as a label value; a local type because both the trait and `SessionKind` are
+/// foreign.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Kind(SessionKind);
+
+impl EncodeLabelValue for Kind {
     fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
-        encoder.write_str(self.as_str())
+        encoder.write_str(session_kind_str(self.0))
     }
 }
 
@@ -276,12 +273,12 @@ impl EncodeLabelValue for DropReason {
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct SessionLabels {
-    kind: SessionKind,
+    kind: Kind,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct EndLabels {
-    kind: SessionKind,
+    kind: Kind,
     reason: EndReason,
 }
 
@@ -327,7 +324,7 @@ pub struct MetricHandles {
 
     /// `pion_rtp_packets_total{direction="in",kind="video"}`
     pub rtp_in_video_packets: Counter,
-    /// `pion_rtp_bytes_total{direction="in",kind="video"}` (RTP payload plus header, as received)
+    /// `pion_rtp_bytes_total{direction="in",kind="video"}` (RTP payload bytes)
     pub rtp_in_video_bytes: Counter,
     /// `pion_rtp_packets_total{direction="in",kind="audio"}`
     pub rtp_in_audio_packets: Counter,
@@ -357,8 +354,6 @@ pub struct MetricHandles {
     /// `[reason]`
     websocket_errors: [Counter; 4],
 
-    /// `pion_nacks_sent_total`: NACKs sent to recorders.
-    pub nacks_sent: Counter,
     /// `pion_plis_sent_total`: picture loss indications (keyframe requests) sent to recorders.
     pub plis_sent: Counter,
     /// `pion_recording_bytes_written_total`: bytes written to recording files.
@@ -449,10 +444,20 @@ impl Metrics {
             "Sessions ended, by kind and reason (stopped, peer_gone, never_connected, no_media, \
              limit, write_failed, shutdown, finished, error)",
         );
-        let sessions = SessionKind::ALL.map(|kind| series(&sessions_f, SessionLabels { kind }));
-        let session_starts = SessionKind::ALL.map(|kind| series(&starts_f, SessionLabels { kind }));
-        let session_ends = SessionKind::ALL
-            .map(|kind| EndReason::ALL.map(|reason| series(&ends_f, EndLabels { kind, reason })));
+        let sessions = SESSION_KINDS.map(|k| series(&sessions_f, SessionLabels { kind: Kind(k) }));
+        let session_starts =
+            SESSION_KINDS.map(|k| series(&starts_f, SessionLabels { kind: Kind(k) }));
+        let session_ends = SESSION_KINDS.map(|k| {
+            EndReason::ALL.map(|reason| {
+                series(
+                    &ends_f,
+                    EndLabels {
+                        kind: Kind(k),
+                        reason,
+                    },
+                )
+            })
+        });
 
         let packets_f: Family<RtpLabels, Counter> = family(
             &mut r,
@@ -520,7 +525,6 @@ impl Metrics {
             })
         });
 
-        let nacks_sent = single(&mut r, "nacks_sent", "NACKs sent to recorders");
         let plis_sent = single(
             &mut r,
             "plis_sent",
@@ -607,7 +611,6 @@ impl Metrics {
             record_frames_dropped,
             frames_played: per_media(&played_f),
             websocket_errors,
-            nacks_sent,
             plis_sent,
             recording_bytes_written,
             store_errors,
@@ -625,8 +628,8 @@ impl Metrics {
     /// Counts a session start and holds it in `pion_sessions{kind}` until the guard is ended
     /// (or dropped).
     pub fn session_started(&self, kind: SessionKind) -> SessionGuard {
-        self.session_starts[kind.index()].inc();
-        self.sessions[kind.index()].inc();
+        self.session_starts[session_index(kind)].inc();
+        self.sessions[session_index(kind)].inc();
         SessionGuard {
             metrics: self.clone(),
             kind,
@@ -636,17 +639,17 @@ impl Metrics {
 
     /// Running sessions of `kind` (`pion_sessions{kind}`).
     pub fn running_sessions(&self, kind: SessionKind) -> i64 {
-        self.sessions[kind.index()].get()
+        self.sessions[session_index(kind)].get()
     }
 
     /// `pion_session_starts_total{kind}`.
     pub fn session_starts(&self, kind: SessionKind) -> &Counter {
-        &self.session_starts[kind.index()]
+        &self.session_starts[session_index(kind)]
     }
 
     /// `pion_session_ends_total{kind,reason}`.
     pub fn session_ends(&self, kind: SessionKind, reason: EndReason) -> &Counter {
-        &self.session_ends[kind.index()][reason.index()]
+        &self.session_ends[session_index(kind)][reason.index()]
     }
 
     /// Counts one RTP packet of `bytes` received from a recorder.
@@ -788,8 +791,8 @@ impl SessionGuard {
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
-        self.metrics.sessions[self.kind.index()].dec();
-        self.metrics.session_ends[self.kind.index()][self.reason.index()].inc();
+        self.metrics.sessions[session_index(self.kind)].dec();
+        self.metrics.session_ends[session_index(self.kind)][self.reason.index()].inc();
     }
 }
 
@@ -887,7 +890,6 @@ mod tests {
         ("frames_recorded", "counter"),
         ("record_frames_dropped", "counter"),
         ("frames_played", "counter"),
-        ("nacks_sent", "counter"),
         ("plis_sent", "counter"),
         ("recording_bytes_written", "counter"),
         ("store_errors", "counter"),
@@ -944,11 +946,11 @@ mod tests {
             &format!("{PREFIX}_build_info{{version=\"{version}\"}} 1")
         ));
         // Every label combination exists before anything happened.
-        for kind in SessionKind::ALL {
+        for kind in SESSION_KINDS {
             for reason in EndReason::ALL {
                 let line = format!(
                     "{PREFIX}_session_ends_total{{kind=\"{}\",reason=\"{}\"}} 0",
-                    kind.as_str(),
+                    session_kind_str(kind),
                     reason.as_str()
                 );
                 assert!(has_line(&text, &line), "{line} in:\n{text}");
@@ -1007,7 +1009,7 @@ mod tests {
             1
         );
         assert_eq!(m.session_ends(SessionKind::Play, EndReason::Error).get(), 1);
-        let ended: u64 = SessionKind::ALL
+        let ended: u64 = SESSION_KINDS
             .iter()
             .flat_map(|&k| EndReason::ALL.iter().map(move |&r| (k, r)))
             .map(|(k, r)| m.session_ends(k, r).get())
@@ -1070,14 +1072,12 @@ mod tests {
         );
 
         m.plis_sent.inc();
-        m.nacks_sent.inc_by(3);
         m.recording_bytes_written.inc_by(4096);
         m.store_errors.inc();
         m.playback_skips.inc();
         let text = m.encode();
         for line in [
             "pion_plis_sent_total 1",
-            "pion_nacks_sent_total 3",
             "pion_recording_bytes_written_total 4096",
             "pion_store_errors_total 1",
             "pion_playback_skips_total 1",

@@ -432,3 +432,60 @@ async fn the_session_api_lists_live_sessions_and_stops_one() {
     client.close().await;
     server.shutdown().await;
 }
+
+/// The value of one sample line (`name{labels} value`) in a Prometheus text body.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_sessions_packets_frames_and_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), "vp8", &[]).await;
+    let addr = server.addr;
+    let metrics = async || {
+        let (status, headers, body) =
+            http_async(addr, "GET", "/metrics".into(), vec![], String::new()).await;
+        assert_eq!(status, 200);
+        assert!(headers.contains("openmetrics-text"), "{headers}");
+        String::from_utf8(body).unwrap()
+    };
+    let before = metrics().await;
+    assert_eq!(sample(&before, "pion_sessions{kind=\"record\"}"), 0.0);
+    assert_eq!(
+        sample(&before, "pion_session_starts_total{kind=\"record\"}"),
+        0.0
+    );
+
+    let meta = record_fixture(&server, Codec::Vp8).await;
+    let _ = play_all_once(&server, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = metrics().await;
+    let get = |series: &str| sample(&after, series);
+    assert_eq!(get("pion_session_starts_total{kind=\"record\"}"), 1.0);
+    assert_eq!(
+        get("pion_session_ends_total{kind=\"record\",reason=\"stopped\"}"),
+        1.0
+    );
+    assert_eq!(
+        get("pion_session_ends_total{kind=\"play\",reason=\"finished\"}"),
+        1.0
+    );
+    assert_eq!(get("pion_sessions{kind=\"record\"}"), 0.0);
+    assert_eq!(get("pion_sessions{kind=\"play\"}"), 0.0);
+    assert!(get("pion_rtp_packets_total{direction=\"in\",kind=\"video\"}") > 100.0);
+    assert!(get("pion_rtp_packets_total{direction=\"in\",kind=\"audio\"}") >= 200.0);
+    assert!(get("pion_rtp_packets_total{direction=\"out\",kind=\"video\"}") > 100.0);
+    assert_eq!(
+        get("pion_frames_recorded_total{kind=\"audio\"}"),
+        meta.audio_frames as f64
+    );
+    assert!(get("pion_frames_played_total{kind=\"video\"}") >= meta.video_frames as f64 - 1.0);
+    assert!(get("pion_recording_bytes_written_total") >= meta.bytes as f64);
+    assert!(get("pion_plis_sent_total") >= 1.0);
+    assert_eq!(get("pion_store_errors_total"), 0.0);
+    assert!(after.contains("pion_build_info"), "{after}");
+    server.shutdown().await;
+}

@@ -47,6 +47,15 @@ pub async fn delete(
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
+/// `GET /metrics`: Prometheus / OpenMetrics text.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let rtc = state.rtc.stats();
+    state
+        .metrics
+        .set_rtc(rtc.live_peers as u64, rtc.live_tasks as u64);
+    state.metrics.response()
+}
+
 /// Every live session, oldest first.
 pub async fn sessions(State(state): State<AppState>) -> Json<Vec<app::protocol::SessionInfo>> {
     Json(state.registry.list())

@@ -9,6 +9,7 @@ use axum::routing::get;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(api::metrics))
         .route("/ws", get(ws::upgrade))
         .route("/api/recordings", get(api::list))
         .route(

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::AppState;
 use crate::limits::Slot;
+use crate::metrics::WsError;
 use crate::session::{self, Event, Request, SessionHandle};
 use app::protocol::{ClientMessage, MAX_MESSAGE_BYTES, ServerMessage};
 
@@ -28,10 +29,12 @@ pub async fn upgrade(
     State(state): State<AppState>,
 ) -> Response {
     if let Err(why) = check_origin(&headers, &state.config.allow_origin) {
+        state.metrics.websocket_error(WsError::Refused);
         tracing::warn!(%why, "websocket refused");
         return (StatusCode::FORBIDDEN, why).into_response();
     }
     if state.shutdown.is_cancelled() {
+        state.metrics.websocket_error(WsError::Refused);
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             [(header::RETRY_AFTER, "5")],
@@ -40,6 +43,7 @@ pub async fn upgrade(
             .into_response();
     }
     let Some(slot) = state.sockets_per_ip.try_acquire(peer.ip()) else {
+        state.metrics.websocket_error(WsError::Refused);
         tracing::warn!(client = %peer.ip(), "websocket refused: too many from one address");
         return (
             StatusCode::TOO_MANY_REQUESTS,
@@ -128,6 +132,7 @@ impl Farewell {
 /// One socket: this task reads and runs the session; a writer task of its own drains the
 /// outgoing queue, so writing to a client that does not read never blocks reading from it.
 async fn handle(socket: WebSocket, state: AppState, client: IpAddr, _slot: Slot) {
+    let _open = state.metrics.websocket_opened();
     let (sink, mut stream) = socket.split();
     let (out_tx, out_rx) = mpsc::channel::<ServerMessage>(OUT_QUEUE);
     // The session's events, translated to the wire here.
@@ -160,6 +165,9 @@ async fn handle(socket: WebSocket, state: AppState, client: IpAddr, _slot: Slot)
                     }
                     Some(Ok(_)) => None, // ping/pong
                 };
+                if reply.is_some() {
+                    state.metrics.websocket_error(WsError::BadMessage);
+                }
                 if let Some(reply) = reply
                     && out_tx.try_send(ServerMessage::Error(reply)).is_err()
                 {
@@ -188,6 +196,11 @@ async fn handle(socket: WebSocket, state: AppState, client: IpAddr, _slot: Slot)
             _ = shutdown.cancelled() => break Farewell::Shutdown,
         }
     };
+    match why {
+        Farewell::NotReading => state.metrics.websocket_error(WsError::NotReading),
+        Farewell::Idle => state.metrics.websocket_error(WsError::Idle),
+        Farewell::Normal | Farewell::Shutdown => {}
+    }
     let _ = farewell.set(why);
 
     // The client went away (or the server is stopping): end the session cleanly. Sessions

@@ -99,15 +99,18 @@ pub fn start(
     let id = registration.id.clone();
     let stop = registration.stop.clone();
     let state = state.clone();
+    // Counted as ended with `error` if the task panics before it says otherwise.
+    let counted = state.metrics.session_started(request.kind());
     let task = state.tasks.clone().spawn(async move {
-        match request {
+        let reason = match request {
             Request::Record { offer } => record::run(state, offer, out, &registration).await,
             Request::Play {
                 offer,
                 looping,
                 recordings,
             } => play::run(state, offer, looping, recordings, out, &registration).await,
-        }
+        };
+        counted.end(reason);
         // The registration goes last: the session is listed until it has concluded.
         drop(registration);
     });

@@ -19,6 +19,7 @@ use tokio::sync::{Semaphore, mpsc};
 
 use super::{Event, Events, tell};
 use crate::AppState;
+use crate::metrics::{EndReason, Metrics, SchedulerFeed};
 use crate::rtc::{PeerEvent, PeerState};
 use crate::session::registry::Registration;
 use crate::store::RecordingStore;
@@ -31,7 +32,7 @@ pub async fn run(
     selection: Option<Vec<String>>,
     out: Events,
     registration: &Registration,
-) {
+) -> EndReason {
     let stop = registration.stop.clone();
     let store = state.store.clone();
     let listed = tokio::task::spawn_blocking(move || playlist(store.as_ref(), selection)).await;
@@ -39,21 +40,21 @@ pub async fn run(
         Ok(Ok(p)) => p,
         Ok(Err(e)) => {
             tell(&out, Event::Error(e));
-            return;
+            return EndReason::Error;
         }
         Err(_) => {
             tell(
                 &out,
                 Event::Error("the recordings could not be listed".into()),
             );
-            return;
+            return EndReason::Error;
         }
     };
     let (peer, answer, mut events) = match state.rtc.accept_viewer(&offer).await {
         Ok(x) => x,
         Err(e) => {
             tell(&out, Event::Error(e.to_string()));
-            return;
+            return EndReason::Error;
         }
     };
     tell(&out, Event::Answer(answer));
@@ -87,7 +88,13 @@ pub async fn run(
             )),
         );
         peer.close().await;
-        return;
+        return if stop.is_cancelled() {
+            EndReason::Stopped
+        } else if state.shutdown.is_cancelled() {
+            EndReason::Shutdown
+        } else {
+            EndReason::NeverConnected
+        };
     }
 
     let mut sched = Scheduler::new(SchedulerConfig {
@@ -109,13 +116,16 @@ pub async fn run(
                 Event::Error("the server cannot start a playback reader".into()),
             );
             peer.close().await;
-            return;
+            return EndReason::Error;
         }
     };
     let start = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut sent_frames: u64 = 0;
     let mut finished = false;
+    let mut ended = EndReason::Stopped;
+    let metrics = &state.metrics;
+    let mut sched_feed = SchedulerFeed::new();
     // One timer, re-armed for each deadline (cheaper than a new `sleep_until` per packet).
     let timer = tokio::time::sleep_until(tokio::time::Instant::now());
     tokio::pin!(timer);
@@ -125,7 +135,7 @@ pub async fn run(
         // Keep about a second of media queued in the scheduler, from what the reader has read.
         while sched.wants_more() && !feed.done {
             match feed.rx.try_recv() {
-                Ok(item) => feed.apply(item, &mut sched, &playlist, &out),
+                Ok(item) => feed.apply(item, &mut sched, &playlist, &out, metrics),
                 Err(mpsc::error::TryRecvError::Empty) => break,
                 Err(mpsc::error::TryRecvError::Disconnected) => feed.done = true,
             }
@@ -136,6 +146,7 @@ pub async fn run(
                     if packet.marker || kind == MediaKind::Audio {
                         sent_frames += 1;
                     }
+                    metrics.rtp_out(kind, packet.payload.len());
                     if let Err(e) = peer.send(kind, &packet).await {
                         tracing::debug!(error = %e, "send failed");
                     }
@@ -151,6 +162,7 @@ pub async fn run(
         }
         if feed.done && sched.next_deadline().is_none() {
             finished = true;
+            ended = EndReason::Finished;
             if let Some(why) = feed.ended_because.take() {
                 tell(&out, Event::Error(why));
             }
@@ -175,11 +187,14 @@ pub async fn run(
         tokio::select! {
             _ = &mut timer => {}
             item = feed.rx.recv(), if hungry => match item {
-                Some(item) => feed.apply(item, &mut sched, &playlist, &out),
+                Some(item) => feed.apply(item, &mut sched, &playlist, &out, metrics),
                 None => feed.done = true,
             },
             ev = events.recv() => match ev {
-                None | Some(PeerEvent::State(PeerState::Failed | PeerState::Closed)) => break,
+                None | Some(PeerEvent::State(PeerState::Failed | PeerState::Closed)) => {
+                    ended = EndReason::PeerGone;
+                    break;
+                }
                 Some(PeerEvent::State(PeerState::Disconnected)) => {
                     tracing::debug!("viewer disconnected; waiting for it to come back or fail");
                 }
@@ -187,6 +202,7 @@ pub async fn run(
             },
             _ = tick.tick() => {
                 registration.progress.set(0, sent_frames);
+                sched_feed.report(metrics, &sched.stats());
                 tell(&out, Event::State(SessionState {
                     phase: SessionPhase::Playing,
                     elapsed_ms: start.elapsed().as_millis() as u64,
@@ -195,9 +211,13 @@ pub async fn run(
                 }));
             }
             _ = stop.cancelled() => break,
-            _ = state.shutdown.cancelled() => break,
+            _ = state.shutdown.cancelled() => {
+                ended = EndReason::Shutdown;
+                break;
+            }
         }
     }
+    sched_feed.report(metrics, &sched.stats());
     drop(feed);
     peer.close().await;
     if !finished {
@@ -214,6 +234,7 @@ pub async fn run(
         );
     }
     tracing::info!(frames = sent_frames, "playback session ended");
+    ended
 }
 
 fn now_playing(playlist: &[RecordingMeta], id: &str) -> Option<NowPlaying> {
@@ -335,6 +356,7 @@ impl ReadAhead {
         sched: &mut Scheduler,
         playlist: &[RecordingMeta],
         out: &Events,
+        metrics: &Metrics,
     ) {
         match item {
             Feed::Clip { index, info } => {
@@ -344,6 +366,7 @@ impl ReadAhead {
                 let verdict = match sched.start_clip(id.clone(), &info) {
                     Ok(()) => true,
                     Err(skip) => {
+                        metrics.playback_skips.inc();
                         tell(
                             out,
                             Event::Skipped(Skipped {
@@ -373,6 +396,7 @@ impl ReadAhead {
                 let _ = self.verdicts.send(played);
             }
             Feed::Skipped(skipped) => {
+                metrics.playback_skips.inc();
                 tell(out, Event::Skipped(skipped));
             }
             Feed::Done(why) => {

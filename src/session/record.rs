@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Event, Events, tell};
 use crate::AppState;
+use crate::metrics::{DepackFeed, EndReason, Metrics};
 use crate::rtc::{PeerEvent, PeerState};
 use crate::session::registry::{Progress, Registration};
 use crate::store::writer::{Closer, WriteBehind};
@@ -44,21 +45,22 @@ pub async fn run(
     offer: SessionDescription,
     out: Events,
     registration: &Registration,
-) {
+) -> EndReason {
     let video = state.config.vcodec.codec();
     let (peer, answer, events) = match state.rtc.accept_recorder(&offer, video).await {
         Ok(x) => x,
         Err(e) => {
             tell(&out, Event::Error(e.to_string()));
-            return;
+            return EndReason::Error;
         }
     };
     let open = match open(&state, video).await {
         Ok(x) => x,
         Err(e) => {
+            state.metrics.store_errors.inc();
             tell(&out, Event::Error(e));
             peer.close().await;
-            return;
+            return EndReason::Error;
         }
     };
     tracing::info!(id = %open.meta.id, session = %registration.id, ?video, "recording session started");
@@ -84,6 +86,12 @@ pub async fn run(
         progress: &registration.progress,
         out: &out,
         written,
+        metrics: &state.metrics,
+        feeds: [
+            DepackFeed::new(MediaKind::Video),
+            DepackFeed::new(MediaKind::Audio),
+        ],
+        reported_bytes: 0,
     };
     let (end, write_error) = live.record(&state, &mut ingest, &mut recorder).await;
     let write_error = match write_error {
@@ -94,7 +102,39 @@ pub async fn run(
         other => other,
     };
     peer.close().await;
-    conclude(&state, &out, end, write_error, ingest, recorder, &mut meta).await;
+    let reason = end.reason();
+    let write_failed = write_error.is_some();
+    conclude(
+        &state,
+        &out,
+        end,
+        write_error,
+        &mut ingest,
+        recorder,
+        &mut meta,
+    )
+    .await;
+    live.report(&ingest);
+    if write_failed || matches!(reason, EndReason::WriteFailed) {
+        state.metrics.store_errors.inc();
+        return EndReason::WriteFailed;
+    }
+    reason
+}
+
+impl End {
+    /// How the metrics name this end.
+    fn reason(&self) -> EndReason {
+        match self {
+            End::Stopped => EndReason::Stopped,
+            End::PeerGone(_) => EndReason::PeerGone,
+            End::NeverConnected => EndReason::NeverConnected,
+            End::NoMedia => EndReason::NoMedia,
+            End::Limit => EndReason::Limit,
+            End::WriteFailed(_) => EndReason::WriteFailed,
+            End::Shutdown => EndReason::Shutdown,
+        }
+    }
 }
 
 /// Reserves the recording in the store (off the async workers) and starts its writer.
@@ -163,6 +203,11 @@ struct Live<'a> {
     progress: &'a Progress,
     out: &'a Events,
     written: Arc<AtomicU64>,
+    metrics: &'a Metrics,
+    /// What of the depacketizers' counters the metrics have seen (video, audio).
+    feeds: [DepackFeed; 2],
+    /// Bytes written that the metrics have seen.
+    reported_bytes: u64,
 }
 
 impl Live<'_> {
@@ -195,11 +240,12 @@ impl Live<'_> {
                     None => break End::PeerGone("the peer connection closed"),
                     Some(PeerEvent::Rtp { kind, packet, arrival }) => {
                         last_media = arrival;
+                        self.metrics.rtp_in(kind, packet.payload.len());
                         if let Err(e) = ingest.rtp(kind, packet, arrival, recorder) {
                             return (End::WriteFailed(e.clone()), Some(e));
                         }
                         if ingest.video.take_keyframe_request() {
-                            self.peer.request_keyframe().await;
+                            self.keyframe().await;
                         }
                     }
                     Some(PeerEvent::SenderReport { kind, ntp, rtp }) => {
@@ -211,7 +257,7 @@ impl Live<'_> {
                         }
                         connected = true;
                         disconnected_since = None;
-                        self.peer.request_keyframe().await;
+                        self.keyframe().await;
                     }
                     Some(PeerEvent::State(PeerState::Disconnected)) => {
                         disconnected_since.get_or_insert_with(Instant::now);
@@ -220,7 +266,7 @@ impl Live<'_> {
                     Some(PeerEvent::State(PeerState::Closed)) => break End::PeerGone("the browser closed the connection"),
                     Some(_) => {}
                 },
-                _ = pli.tick() => self.peer.request_keyframe().await,
+                _ = pli.tick() => self.keyframe().await,
                 _ = tick.tick() => {
                     let now = Instant::now();
                     if !connected && now >= connect_by {
@@ -234,6 +280,7 @@ impl Live<'_> {
                     }
                     let bytes = self.written.load(Ordering::Relaxed);
                     self.progress.set(bytes, ingest.frames);
+                    self.report(ingest);
                     tell(self.out, Event::State(SessionState {
                         phase: SessionPhase::Recording,
                         elapsed_ms: start.elapsed().as_millis() as u64,
@@ -247,6 +294,22 @@ impl Live<'_> {
             }
         };
         (end, None)
+    }
+
+    async fn keyframe(&self) {
+        self.metrics.plis_sent.inc();
+        self.peer.request_keyframe().await;
+    }
+
+    /// Adds what the depacketizers and the writer did since the last report to the metrics.
+    fn report(&mut self, ingest: &Ingest) {
+        self.feeds[0].report(self.metrics, &ingest.video.stats());
+        self.feeds[1].report(self.metrics, &ingest.audio.stats());
+        let bytes = self.written.load(Ordering::Relaxed);
+        self.metrics
+            .recording_bytes_written
+            .inc_by(bytes.saturating_sub(self.reported_bytes));
+        self.reported_bytes = self.reported_bytes.max(bytes);
     }
 
     /// STOP (or the limit) can overtake the last packets: they travel over UDP and through the
@@ -277,6 +340,7 @@ impl Live<'_> {
                 arrival,
             } = ev
             {
+                self.metrics.rtp_in(kind, packet.payload.len());
                 if arrival > stopped_at + STOP_SLACK {
                     break;
                 }
@@ -295,7 +359,7 @@ async fn conclude(
     out: &Events,
     end: End,
     mut write_error: Option<String>,
-    mut ingest: Ingest,
+    ingest: &mut Ingest,
     mut recorder: Recorder<WriteBehind>,
     meta: &mut RecordingMeta,
 ) {
@@ -369,6 +433,7 @@ async fn conclude(
     let meta = match saved {
         Ok(Ok(meta)) => meta,
         Ok(Err(e)) => {
+            state.metrics.store_errors.inc();
             tracing::error!(%id, error = %e, "could not save recording metadata");
             tell(
                 out,
