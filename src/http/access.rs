@@ -25,9 +25,8 @@ use std::io::Read as _;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::body::Body;
 use axum::extract::connect_info::MockConnectInfo;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, OriginalUri, Request, State};
 use axum::http::uri::PathAndQuery;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::Next;
@@ -50,6 +49,10 @@ pub struct AccessConfig {
     pub trust_loopback: bool,
     /// `--open`: no token rules at all (the Host and Origin checks stay).
     pub open: bool,
+    /// The token was generated at start because the server listens beyond loopback and the
+    /// operator set none: remote clients need it, loopback clients stay trusted (with
+    /// `--trust-loopback`), so a laptop's own browser and the seed's pages keep working.
+    pub token_generated: bool,
     /// Host names and addresses this server answers to besides the localhost names and
     /// loopback addresses, which always are allowed: the configured `--allowed-host` entries,
     /// the machine's own addresses, `--public-ip`. An entry may be a name (`pion.lan`), a
@@ -70,6 +73,7 @@ impl Default for AccessConfig {
             private: false,
             trust_loopback: true,
             open: false,
+            token_generated: false,
             allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
         }
@@ -123,6 +127,7 @@ struct Inner {
     private: bool,
     trust_loopback: bool,
     open: bool,
+    token_generated: bool,
     hosts: Vec<HostRule>,
     origins: Vec<OriginRule>,
 }
@@ -140,7 +145,10 @@ enum OriginRule {
     /// `scheme://host[:port]`, compared with default ports filled in.
     Exact(Origin),
     /// `host[:port]` without a scheme: any scheme, and any port unless given.
-    Host { host: String, port: Option<u16> },
+    Host {
+        host: String,
+        port: Option<u16>,
+    },
 }
 
 impl fmt::Debug for Access {
@@ -173,6 +181,7 @@ impl Access {
                 private: cfg.private,
                 trust_loopback: cfg.trust_loopback,
                 open: cfg.open,
+                token_generated: cfg.token_generated,
                 hosts,
                 origins,
             }),
@@ -208,8 +217,8 @@ impl Access {
         if !required || who.authenticated {
             return true;
         }
-        // With a token set, loopback is not trusted: that is the point of a token.
-        inner.token.is_none() && inner.trust_loopback && who.loopback
+        // With a token the operator set, loopback is not trusted: that is the point of it.
+        (inner.token.is_none() || inner.token_generated) && inner.trust_loopback && who.loopback
     }
 
     /// For the websocket: RECORD and STOP are [`Need::Write`], PLAY is [`Need::Read`].
@@ -238,11 +247,16 @@ impl Access {
             return false;
         };
         let h = auth.host.as_str();
-        if h.is_empty() || h == "localhost" || h.ends_with(".localhost") {
+        if h.is_empty() {
+            return false;
+        }
+        if h == "localhost" || h.ends_with(".localhost") {
             return true;
         }
         let ip = h.parse::<IpAddr>().ok().map(|ip| ip.to_canonical());
-        if ip.is_some_and(|ip| ip.is_loopback()) {
+        // DNS rebinding needs a name that resolves to us: an address literal (the machine's
+        // own, a NAT's public one) cannot be one, so every IP is allowed.
+        if ip.is_some() {
             return true;
         }
         self.inner.hosts.iter().any(|rule| match rule {
@@ -298,17 +312,7 @@ impl Access {
         let Some(token) = self.inner.token.as_deref() else {
             return Credentials::default();
         };
-        let check = |presented: &mut dyn Iterator<Item = String>| {
-            let mut seen = Check::Absent;
-            for value in presented {
-                if ct_eq(value.as_bytes(), token.as_bytes()) {
-                    return Check::Valid;
-                }
-                seen = Check::Wrong;
-            }
-            seen
-        };
-        let mut bearer = headers
+        let bearer = headers
             .get_all(header::AUTHORIZATION)
             .iter()
             .filter_map(|v| v.to_str().ok())
@@ -318,7 +322,7 @@ impl Access {
                     .eq_ignore_ascii_case("bearer")
                     .then(|| rest.trim().to_owned())
             });
-        let mut cookie = headers
+        let cookie = headers
             .get_all(header::COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok())
@@ -328,23 +332,27 @@ impl Access {
                 let value = value.trim().trim_matches('"');
                 (name.trim() == COOKIE).then(|| percent_decode(value))
             });
-        let mut query = query.map(str::to_owned).into_iter();
         Credentials {
-            bearer: check(&mut bearer),
-            cookie: check(&mut cookie),
-            query: check(&mut query),
+            bearer: check(token, bearer),
+            cookie: check(token, cookie),
+            query: check(token, query.map(str::to_owned)),
         }
     }
 
     fn unauthorized_reason(&self, need: Need, creds: &Credentials) -> String {
-        let what = match need {
-            Need::Read => "This server is private: viewing its pages and recordings",
-            Need::Write | Need::Nothing => {
-                "Changing anything on this server (recording, renaming, deleting, stopping a session)"
-            }
-        };
         let inner = &self.inner;
+        let what = match need {
+            Need::Write => Some(
+                "Changing anything on this server (recording, renaming, deleting, stopping a \
+                 session)",
+            ),
+            Need::Read if inner.private => {
+                Some("This server is private: viewing its pages and recordings")
+            }
+            _ => None,
+        };
         if inner.token.is_none() {
+            let what = what.unwrap_or("This");
             return if inner.trust_loopback {
                 format!(
                     "{what} is allowed only from the server's own machine. Ask the operator to \
@@ -366,10 +374,12 @@ impl Access {
         } else {
             ""
         };
+        let needs = what.map_or(String::new(), |what| {
+            format!("{what} needs the server's access token. ")
+        });
         format!(
-            "{problem}{what} needs the server's access token: open the URL the server printed at \
-             start (/?token=…), or ask the operator for the token. Scripts send \
-             `Authorization: Bearer <token>`."
+            "{problem}{needs}Open the URL the server printed at start (/?token=…), or ask the \
+             operator for the token. Scripts send `Authorization: Bearer <token>`."
         )
     }
 }
@@ -423,7 +433,11 @@ fn is_static(path: &str) -> bool {
     if is_api(path) || under(path, "/metrics") {
         return false;
     }
-    path.starts_with("/pkg/") || path.rsplit('/').next().is_some_and(|last| last.contains('.'))
+    path.starts_with("/pkg/")
+        || path
+            .rsplit('/')
+            .next()
+            .is_some_and(|last| last.contains('.'))
 }
 
 /// Leptos names a server function `/api/<name><hash>` (the hash in decimal digits; with
@@ -453,7 +467,7 @@ pub async fn guard(State(access): State<Access>, mut req: Request, next: Next) -
     let client = peer.map(|p| p.ip().to_canonical());
     let refuse = |why: &str, refusal: Refusal| {
         tracing::warn!(client = ?client, %method, %path, "refused: {why}");
-        refusal.into_response(style, &path)
+        refusal.render(style, &path)
     };
 
     // DNS rebinding: a page on another name must not reach us through its own origin.
@@ -467,13 +481,14 @@ pub async fn guard(State(access): State<Access>, mut req: Request, next: Next) -
         return refuse("Host not allowed", Refusal::Host(host.to_owned()));
     }
 
+    let need = classify(&method, &path);
     let (query, rest) = split_token(req.uri().query());
     let creds = access.credentials(req.headers(), query.as_deref());
     if creds.query == Check::Wrong && !access.is_open() {
         return refuse(
             "wrong token in the query",
             Refusal::Unauthorized {
-                reason: access.unauthorized_reason(Need::Read, &creds),
+                reason: access.unauthorized_reason(need, &creds),
                 sign_in: true,
                 clear_cookie: false,
             },
@@ -487,13 +502,15 @@ pub async fn guard(State(access): State<Access>, mut req: Request, next: Next) -
         }
         // Nothing after this layer (trace, handlers) sees the token.
         strip_query(req.uri_mut(), &rest);
+        if let Some(OriginalUri(original)) = req.extensions_mut().get_mut::<OriginalUri>() {
+            strip_query(original, &rest);
+        }
     }
 
     let who = Who {
         loopback: is_loopback(peer),
         authenticated: creds.valid(),
     };
-    let need = classify(&method, &path);
     if need == Need::Write && !access.origin_matches(req.headers(), authority.as_deref()) {
         let origin = req
             .headers()
@@ -647,7 +664,10 @@ fn sign_in(token: &str, path: &str, rest: &str, secure: bool) -> Response {
         headers.insert(header::SET_COOKIE, cookie);
     }
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     response
 }
 
@@ -682,6 +702,18 @@ fn percent_decode(value: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether any of the presented values is the token.
+fn check(token: &str, presented: impl IntoIterator<Item = String>) -> Check {
+    let mut seen = Check::Absent;
+    for value in presented {
+        if ct_eq(value.as_bytes(), token.as_bytes()) {
+            return Check::Valid;
+        }
+        seen = Check::Wrong;
+    }
+    seen
 }
 
 /// Equal bytes, in time that depends only on the lengths.
@@ -883,7 +915,7 @@ enum Refusal {
 }
 
 impl Refusal {
-    fn into_response(self, style: Style, path: &str) -> Response {
+    fn render(self, style: Style, path: &str) -> Response {
         let (status, message) = match &self {
             Refusal::Host(host) => {
                 let host: String = host.chars().take(100).collect();
@@ -1010,4 +1042,731 @@ fn refused_page(reason: &str, sign_in: bool, path: &str) -> String {
 "#,
         html_escape(reason)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::Extension;
+    use axum::Router;
+    use axum::body::Body;
+    use axum::routing::{get, post};
+    use tower::ServiceExt;
+
+    const TOKEN: &str = "s3cret-token";
+    const LOOP4: &str = "127.0.0.1:50000";
+    const LOOP6: &str = "[::1]:50000";
+    const MAPPED: &str = "[::ffff:127.0.0.1]:50000";
+    const REMOTE: &str = "192.0.2.7:50000";
+    const HOST: &str = "localhost:8082";
+    const LIST_FN: &str = "/api/list_recordings1234567890";
+    const DELETE_FN: &str = "/api/delete_recording987654321";
+
+    #[derive(Clone, Copy, Debug)]
+    enum Cfg {
+        /// The laptop default: no token, loopback trusted.
+        Laptop,
+        /// No token, `--trust-loopback=false` (a test standing in for a remote client).
+        Untrusting,
+        /// A token set.
+        Token,
+        /// A token set and `--private`.
+        Private,
+        /// `--open`.
+        Open,
+        /// A token, `--allowed-host pion.lan`, an own address, an allowed origin.
+        Lists,
+        /// `*` in both lists.
+        Stars,
+    }
+
+    fn config(cfg: Cfg) -> AccessConfig {
+        let base = AccessConfig::default();
+        match cfg {
+            Cfg::Laptop => base,
+            Cfg::Untrusting => AccessConfig {
+                trust_loopback: false,
+                ..base
+            },
+            Cfg::Token => AccessConfig {
+                token: Some(TOKEN.into()),
+                ..base
+            },
+            Cfg::Private => AccessConfig {
+                token: Some(TOKEN.into()),
+                private: true,
+                ..base
+            },
+            Cfg::Open => AccessConfig {
+                open: true,
+                trust_loopback: false,
+                ..base
+            },
+            Cfg::Lists => AccessConfig {
+                token: Some(TOKEN.into()),
+                allowed_hosts: vec![
+                    "pion.lan".into(),
+                    "192.0.2.1".into(),
+                    "*.example.net".into(),
+                    "[2001:db8::1]:8082".into(),
+                ],
+                allowed_origins: vec!["http://app.example.org:3000".into(), "tool.test".into()],
+                ..base
+            },
+            Cfg::Stars => AccessConfig {
+                allowed_hosts: vec!["*".into()],
+                allowed_origins: vec!["*".into()],
+                ..base
+            },
+        }
+    }
+
+    /// Answers with what the middleware found out, and the URI it passed on.
+    async fn echo(
+        Extension(who): Extension<Who>,
+        OriginalUri(original): OriginalUri,
+        uri: Uri,
+    ) -> String {
+        format!(
+            "loopback={} authenticated={} original={original} uri={uri}",
+            who.loopback, who.authenticated
+        )
+    }
+
+    fn app(cfg: Cfg) -> Router {
+        Router::new()
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/ws", get(echo))
+            .route("/", get(echo))
+            .route("/play", get(echo))
+            .route("/pkg/pion_the_sky.js", get(echo))
+            .route("/favicon.ico", get(echo))
+            .route("/metrics", get(echo))
+            .route("/api/recordings", get(echo))
+            .route("/api/recordings/{id}", get(echo).patch(echo).delete(echo))
+            .route("/api/recordings/{id}/file", get(echo))
+            .route("/api/sessions", get(echo))
+            .route("/api/sessions/{id}", axum::routing::delete(echo))
+            .route(LIST_FN, post(echo))
+            .route(DELETE_FN, post(echo))
+            .layer(axum::middleware::from_fn_with_state(
+                Access::new(config(cfg)),
+                guard,
+            ))
+    }
+
+    /// A request from `peer`; `Host: localhost:8082` unless `headers` has a Host (or
+    /// `("host", "")`, which means none).
+    fn request(method: &str, uri: &str, peer: &str, headers: &[(&str, &str)]) -> Request<Body> {
+        let mut builder = Request::builder().method(method).uri(uri);
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+            builder = builder.header("host", HOST);
+        }
+        for (k, v) in headers {
+            if !(k.eq_ignore_ascii_case("host") && v.is_empty()) {
+                builder = builder.header(*k, *v);
+            }
+        }
+        let mut req = builder.body(Body::empty()).unwrap();
+        req.extensions_mut()
+            .insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+        req
+    }
+
+    async fn send(cfg: Cfg, req: Request<Body>) -> (StatusCode, HeaderMap, String) {
+        let response = app(cfg).oneshot(req).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, headers, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    struct Case {
+        name: &'static str,
+        cfg: Cfg,
+        method: &'static str,
+        uri: &'static str,
+        peer: &'static str,
+        headers: &'static [(&'static str, &'static str)],
+        status: u16,
+    }
+
+    const fn case(
+        name: &'static str,
+        cfg: Cfg,
+        method: &'static str,
+        uri: &'static str,
+        peer: &'static str,
+        headers: &'static [(&'static str, &'static str)],
+        status: u16,
+    ) -> Case {
+        Case {
+            name,
+            cfg,
+            method,
+            uri,
+            peer,
+            headers,
+            status,
+        }
+    }
+
+    const BEARER: &[(&str, &str)] = &[("authorization", "Bearer s3cret-token")];
+    const BEARER_LOWER: &[(&str, &str)] = &[("authorization", "bearer s3cret-token")];
+    const BEARER_WRONG: &[(&str, &str)] = &[("authorization", "Bearer s3cret-tokem")];
+    const BEARER_SHORT: &[(&str, &str)] = &[("authorization", "Bearer s3cret")];
+    const BASIC: &[(&str, &str)] = &[("authorization", "Basic czNjcmV0LXRva2Vu")];
+    const COOKIE_OK: &[(&str, &str)] = &[("cookie", "theme=dark; pion_session=s3cret-token")];
+    const COOKIE_WRONG: &[(&str, &str)] = &[("cookie", "pion_session=old-token")];
+    const HTML: &[(&str, &str)] = &[("accept", "text/html,application/xhtml+xml")];
+    const NONE: &[(&str, &str)] = &[];
+
+    #[rustfmt::skip]
+    const CASES: &[Case] = &[
+        // Without a token: loopback is trusted (by default), nobody else writes.
+        case("loopback renames", Cfg::Laptop, "PATCH", "/api/recordings/a", LOOP4, NONE, 200),
+        case("v6 loopback deletes", Cfg::Laptop, "DELETE", "/api/recordings/a", LOOP6, NONE, 200),
+        case("mapped loopback deletes", Cfg::Laptop, "DELETE", "/api/recordings/a", MAPPED, NONE, 200),
+        case("loopback server fn delete", Cfg::Laptop, "POST", DELETE_FN, LOOP4, NONE, 200),
+        case("loopback stops a session", Cfg::Laptop, "DELETE", "/api/sessions/s1", LOOP4, NONE, 200),
+        case("remote cannot delete", Cfg::Laptop, "DELETE", "/api/recordings/a", REMOTE, NONE, 401),
+        case("remote cannot server fn delete", Cfg::Laptop, "POST", DELETE_FN, REMOTE, NONE, 401),
+        case("remote reads the list", Cfg::Laptop, "GET", "/api/recordings", REMOTE, NONE, 200),
+        case("remote downloads", Cfg::Laptop, "GET", "/api/recordings/a/file", REMOTE, NONE, 200),
+        case("remote lists via server fn", Cfg::Laptop, "POST", LIST_FN, REMOTE, NONE, 200),
+        case("remote sees a page", Cfg::Laptop, "GET", "/play", REMOTE, HTML, 200),
+        // --trust-loopback=false without a token: loopback is like any other client.
+        case("untrusted loopback cannot delete", Cfg::Untrusting, "DELETE", "/api/recordings/a", LOOP4, NONE, 401),
+        case("untrusted loopback cannot stop", Cfg::Untrusting, "DELETE", "/api/sessions/s1", LOOP4, NONE, 401),
+        case("untrusted loopback reads", Cfg::Untrusting, "GET", "/api/recordings", LOOP4, NONE, 200),
+        // With a token, every write needs it, from loopback too.
+        case("token: loopback without it", Cfg::Token, "DELETE", "/api/recordings/a", LOOP4, NONE, 401),
+        case("token: bearer", Cfg::Token, "DELETE", "/api/recordings/a", REMOTE, BEARER, 200),
+        case("token: bearer, any case", Cfg::Token, "PATCH", "/api/recordings/a", REMOTE, BEARER_LOWER, 200),
+        case("token: wrong bearer", Cfg::Token, "DELETE", "/api/recordings/a", REMOTE, BEARER_WRONG, 401),
+        case("token: a prefix of it", Cfg::Token, "DELETE", "/api/recordings/a", REMOTE, BEARER_SHORT, 401),
+        case("token: basic is not bearer", Cfg::Token, "DELETE", "/api/recordings/a", REMOTE, BASIC, 401),
+        case("token: cookie", Cfg::Token, "POST", DELETE_FN, REMOTE, COOKIE_OK, 200),
+        case("token: wrong cookie", Cfg::Token, "POST", DELETE_FN, REMOTE, COOKIE_WRONG, 401),
+        case("token: query", Cfg::Token, "DELETE", "/api/recordings/a?token=s3cret-token", REMOTE, NONE, 200),
+        case("token: encoded query", Cfg::Token, "DELETE", "/api/recordings/a?token=s3cret%2Dtoken", REMOTE, NONE, 200),
+        case("token: wrong query", Cfg::Token, "DELETE", "/api/recordings/a?token=nope", REMOTE, NONE, 401),
+        case("token: wrong query on a read", Cfg::Token, "GET", "/api/recordings?token=nope", REMOTE, NONE, 401),
+        case("token: reads are free", Cfg::Token, "GET", "/api/recordings", REMOTE, NONE, 200),
+        case("token: pages are free", Cfg::Token, "GET", "/", REMOTE, HTML, 200),
+        case("token: list server fn is a read", Cfg::Token, "POST", LIST_FN, REMOTE, NONE, 200),
+        case("token: stop session", Cfg::Token, "DELETE", "/api/sessions/s1", REMOTE, NONE, 401),
+        case("token: unknown method is a write", Cfg::Token, "PUT", "/api/recordings/a", REMOTE, NONE, 401),
+        case("token: ws upgrade needs nothing", Cfg::Token, "GET", "/ws", REMOTE, NONE, 200),
+        // --private: reads too.
+        case("private: list", Cfg::Private, "GET", "/api/recordings", REMOTE, NONE, 401),
+        case("private: list, loopback", Cfg::Private, "GET", "/api/recordings", LOOP4, NONE, 401),
+        case("private: list with bearer", Cfg::Private, "GET", "/api/recordings", REMOTE, BEARER, 200),
+        case("private: download", Cfg::Private, "GET", "/api/recordings/a/file", REMOTE, NONE, 401),
+        case("private: download with cookie", Cfg::Private, "GET", "/api/recordings/a/file", REMOTE, COOKIE_OK, 200),
+        case("private: sessions", Cfg::Private, "GET", "/api/sessions", REMOTE, NONE, 401),
+        case("private: metrics", Cfg::Private, "GET", "/metrics", REMOTE, NONE, 401),
+        case("private: metrics with bearer", Cfg::Private, "GET", "/metrics", REMOTE, BEARER, 200),
+        case("private: list server fn", Cfg::Private, "POST", LIST_FN, REMOTE, NONE, 401),
+        case("private: list server fn with cookie", Cfg::Private, "POST", LIST_FN, REMOTE, COOKIE_OK, 200),
+        case("private: pages", Cfg::Private, "GET", "/play", REMOTE, HTML, 401),
+        case("private: pages with cookie", Cfg::Private, "GET", "/play", REMOTE, COOKIE_OK, 200),
+        case("private: static files", Cfg::Private, "GET", "/pkg/pion_the_sky.js", REMOTE, NONE, 200),
+        case("private: favicon", Cfg::Private, "GET", "/favicon.ico", REMOTE, NONE, 200),
+        case("private: healthz", Cfg::Private, "GET", "/healthz", REMOTE, NONE, 200),
+        case("private: ws upgrade", Cfg::Private, "GET", "/ws", REMOTE, NONE, 200),
+        // --open: no token rules.
+        case("open: remote deletes", Cfg::Open, "DELETE", "/api/recordings/a", REMOTE, NONE, 200),
+        case("open: wrong query ignored", Cfg::Open, "DELETE", "/api/recordings/a?token=x", REMOTE, NONE, 200),
+        case("open: still no rebinding", Cfg::Open, "GET", "/api/recordings", REMOTE, &[("host", "evil.example")], 403),
+        case("open: still no CSRF", Cfg::Open, "DELETE", "/api/recordings/a", REMOTE, &[("origin", "http://evil.example")], 403),
+        // Host allowlist (DNS rebinding).
+        case("rebinding host", Cfg::Laptop, "GET", "/api/recordings", LOOP4, &[("host", "evil.example")], 403),
+        case("rebinding host with port", Cfg::Laptop, "GET", "/api/recordings", LOOP4, &[("host", "evil.example:8082")], 403),
+        case("rebinding host on a page", Cfg::Laptop, "GET", "/", LOOP4, &[("host", "evil.example:8082"), ("accept", "text/html")], 403),
+        case("rebinding host on the ws", Cfg::Laptop, "GET", "/ws", LOOP4, &[("host", "evil.example:8082")], 403),
+        case("rebinding host on healthz", Cfg::Laptop, "GET", "/healthz", LOOP4, &[("host", "evil.example")], 403),
+        case("localhost subdomain", Cfg::Laptop, "GET", "/api/recordings", LOOP4, &[("host", "app.localhost:8082")], 200),
+        case("localhost, any case, dot", Cfg::Laptop, "GET", "/api/recordings", LOOP4, &[("host", "LocalHost.:8082")], 200),
+        case("127.0.0.1", Cfg::Laptop, "GET", "/api/recordings", LOOP4, &[("host", "127.0.0.1:8082")], 200),
+        case("127.0.0.1, no port", Cfg::Laptop, "GET", "/api/recordings", LOOP4, &[("host", "127.0.0.1")], 200),
+        case("[::1]", Cfg::Laptop, "GET", "/api/recordings", LOOP6, &[("host", "[::1]:8082")], 200),
+        case("no Host (HTTP/1.0)", Cfg::Laptop, "GET", "/api/recordings", LOOP4, &[("host", "")], 200),
+        case("any IP literal (cannot be rebound)", Cfg::Laptop, "GET", "/api/recordings", REMOTE, &[("host", "192.0.2.1:8082")], 200),
+        case("a name not listed (DNS rebinding)", Cfg::Laptop, "GET", "/api/recordings", REMOTE, &[("host", "rebind.attacker.example:8082")], 403),
+        case("own IP listed", Cfg::Lists, "GET", "/api/recordings", REMOTE, &[("host", "192.0.2.1:8082")], 200),
+        case("own v6 listed", Cfg::Lists, "GET", "/api/recordings", REMOTE, &[("host", "[2001:db8::1]:8082")], 200),
+        case("allowed host", Cfg::Lists, "GET", "/api/recordings", REMOTE, &[("host", "pion.lan:8082")], 200),
+        case("allowed host suffix", Cfg::Lists, "GET", "/api/recordings", REMOTE, &[("host", "a.example.net")], 200),
+        case("suffix is not the bare name", Cfg::Lists, "GET", "/api/recordings", REMOTE, &[("host", "badexample.net")], 403),
+        case("host star", Cfg::Stars, "GET", "/api/recordings", REMOTE, &[("host", "anything.example")], 200),
+        // Origin on writes (CSRF).
+        case("foreign origin write", Cfg::Laptop, "DELETE", "/api/recordings/a", LOOP4, &[("origin", "http://evil.example")], 403),
+        case("foreign origin server fn", Cfg::Laptop, "POST", DELETE_FN, LOOP4, &[("origin", "http://evil.example")], 403),
+        case("foreign origin with the token", Cfg::Token, "DELETE", "/api/recordings/a", REMOTE, &[("origin", "http://evil.example"), ("authorization", "Bearer s3cret-token")], 403),
+        case("same origin write", Cfg::Laptop, "DELETE", "/api/recordings/a", LOOP4, &[("origin", "http://localhost:8082")], 200),
+        case("other port", Cfg::Laptop, "DELETE", "/api/recordings/a", LOOP4, &[("origin", "http://localhost:9999")], 403),
+        case("other scheme", Cfg::Laptop, "DELETE", "/api/recordings/a", LOOP4, &[("origin", "https://localhost:8082")], 403),
+        case("null origin", Cfg::Laptop, "DELETE", "/api/recordings/a", LOOP4, &[("origin", "null")], 403),
+        case("default port", Cfg::Lists, "DELETE", "/api/recordings/a", REMOTE, &[("host", "pion.lan"), ("origin", "http://pion.lan"), ("authorization", "Bearer s3cret-token")], 200),
+        case("default port, explicit", Cfg::Lists, "DELETE", "/api/recordings/a", REMOTE, &[("host", "pion.lan:80"), ("origin", "http://pion.lan"), ("authorization", "Bearer s3cret-token")], 200),
+        case("behind https proxy", Cfg::Lists, "DELETE", "/api/recordings/a", REMOTE, &[("host", "pion.lan"), ("x-forwarded-proto", "https"), ("origin", "https://pion.lan"), ("authorization", "Bearer s3cret-token")], 200),
+        case("allowed origin", Cfg::Lists, "DELETE", "/api/recordings/a", REMOTE, &[("origin", "http://app.example.org:3000"), ("authorization", "Bearer s3cret-token")], 200),
+        case("allowed origin, other port", Cfg::Lists, "DELETE", "/api/recordings/a", REMOTE, &[("origin", "http://app.example.org:3001"), ("authorization", "Bearer s3cret-token")], 403),
+        case("allowed origin host", Cfg::Lists, "DELETE", "/api/recordings/a", REMOTE, &[("origin", "https://tool.test:8443"), ("authorization", "Bearer s3cret-token")], 200),
+        case("origin star", Cfg::Stars, "DELETE", "/api/recordings/a", LOOP4, &[("origin", "http://evil.example")], 200),
+        case("foreign origin on a read", Cfg::Laptop, "GET", "/api/recordings", LOOP4, &[("origin", "http://evil.example")], 200),
+    ];
+
+    #[tokio::test]
+    async fn every_rule() {
+        let mut failures = Vec::new();
+        for c in CASES {
+            let (status, _, body) = send(c.cfg, request(c.method, c.uri, c.peer, c.headers)).await;
+            if status.as_u16() != c.status {
+                failures.push(format!(
+                    "{}: {:?} {} {} from {}: want {}, got {status}: {body}",
+                    c.name, c.cfg, c.method, c.uri, c.peer, c.status
+                ));
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    #[tokio::test]
+    async fn who_reaches_the_handler() {
+        let cases: &[(Cfg, &str, &str, &[(&str, &str)], &str)] = &[
+            (
+                Cfg::Laptop,
+                "/api/recordings",
+                LOOP4,
+                NONE,
+                "loopback=true authenticated=false",
+            ),
+            (
+                Cfg::Laptop,
+                "/api/recordings",
+                MAPPED,
+                NONE,
+                "loopback=true authenticated=false",
+            ),
+            (
+                Cfg::Laptop,
+                "/api/recordings",
+                REMOTE,
+                BEARER,
+                "loopback=false authenticated=false",
+            ),
+            (
+                Cfg::Token,
+                "/api/recordings",
+                REMOTE,
+                BEARER,
+                "loopback=false authenticated=true",
+            ),
+            (
+                Cfg::Token,
+                "/api/recordings",
+                REMOTE,
+                COOKIE_OK,
+                "loopback=false authenticated=true",
+            ),
+            (
+                Cfg::Token,
+                "/api/recordings",
+                REMOTE,
+                COOKIE_WRONG,
+                "loopback=false authenticated=false",
+            ),
+            (
+                Cfg::Token,
+                "/ws?token=s3cret-token",
+                REMOTE,
+                NONE,
+                "loopback=false authenticated=true",
+            ),
+        ];
+        for (cfg, uri, peer, headers, want) in cases {
+            let (status, _, body) = send(*cfg, request("GET", uri, peer, headers)).await;
+            assert_eq!(status, StatusCode::OK, "{cfg:?} {uri}: {body}");
+            assert!(body.starts_with(want), "{cfg:?} {uri} {headers:?}: {body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_token_does_not_go_further() {
+        for uri in [
+            "/ws?token=s3cret-token",
+            "/ws?room=1&token=s3cret-token&x=2",
+            "/api/recordings?token=s3cret-token",
+        ] {
+            let (status, headers, body) = send(Cfg::Token, request("GET", uri, REMOTE, NONE)).await;
+            assert_eq!(status, StatusCode::OK, "{uri}: {body}");
+            assert!(!body.contains(TOKEN), "{uri}: {body}");
+            assert!(!headers.contains_key(header::SET_COOKIE), "{uri}");
+        }
+        let (_, _, body) = send(
+            Cfg::Token,
+            request("GET", "/ws?room=1&token=s3cret-token&x=2", REMOTE, NONE),
+        )
+        .await;
+        assert!(body.ends_with("uri=/ws?room=1&x=2"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn a_browser_signs_in_with_the_token_once() {
+        for (uri, location) in [
+            ("/?token=s3cret-token", "/"),
+            ("/play?token=s3cret-token&id=abc", "/play?id=abc"),
+            ("/play?id=abc&token=s3cret-token", "/play?id=abc"),
+            ("//evil.example/?token=s3cret-token", "/evil.example/"),
+        ] {
+            let (status, headers, _) = send(Cfg::Token, request("GET", uri, REMOTE, HTML)).await;
+            assert_eq!(status, StatusCode::SEE_OTHER, "{uri}");
+            assert_eq!(headers[header::LOCATION], location, "{uri}");
+            let cookie = headers[header::SET_COOKIE].to_str().unwrap();
+            assert_eq!(
+                cookie, "pion_session=s3cret-token; HttpOnly; SameSite=Strict; Path=/",
+                "{uri}"
+            );
+        }
+        // A page opened without `Accept: text/html` (curl) is a navigation too.
+        let (status, _, _) = send(
+            Cfg::Token,
+            request("GET", "/?token=s3cret-token", REMOTE, NONE),
+        )
+        .await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        // Behind an https proxy the cookie is Secure.
+        let (_, headers, _) = send(
+            Cfg::Token,
+            request(
+                "GET",
+                "/?token=s3cret-token",
+                REMOTE,
+                &[("accept", "text/html"), ("x-forwarded-proto", "https")],
+            ),
+        )
+        .await;
+        assert!(
+            headers[header::SET_COOKIE]
+                .to_str()
+                .unwrap()
+                .ends_with("; Secure")
+        );
+        // The cookie then lets the browser write.
+        let (status, _, body) = send(
+            Cfg::Token,
+            request(
+                "POST",
+                DELETE_FN,
+                REMOTE,
+                &[
+                    ("cookie", "pion_session=s3cret-token"),
+                    ("origin", "http://localhost:8082"),
+                ],
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+
+    #[tokio::test]
+    async fn a_wrong_token_in_the_address_gets_the_page() {
+        let (status, headers, body) =
+            send(Cfg::Token, request("GET", "/?token=nope", REMOTE, HTML)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(!headers.contains_key(header::SET_COOKIE));
+        assert!(
+            headers[header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html")
+        );
+        assert!(body.contains("The token in the address is wrong"), "{body}");
+        assert!(body.contains("/?token=…"), "{body}");
+        assert!(body.contains(r#"name="token""#), "{body}");
+        assert!(!body.contains("nope"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn refusals_speak_the_clients_language() {
+        // An API client: 401 with a JSON error.
+        let (status, headers, body) = send(
+            Cfg::Token,
+            request("DELETE", "/api/recordings/a", REMOTE, NONE),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+        assert!(headers.contains_key(header::WWW_AUTHENTICATE));
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert!(
+            json["error"].as_str().unwrap().contains("access token"),
+            "{body}"
+        );
+        // A page's server function: the server-function error format, so the page shows it.
+        let (status, _, body) = send(Cfg::Token, request("POST", DELETE_FN, REMOTE, NONE)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(body.starts_with("ServerError|"), "{body}");
+        // A browser: the page, with the form.
+        let (status, _, body) = send(Cfg::Private, request("GET", "/play", REMOTE, HTML)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(body.contains("<form"), "{body}");
+        assert!(body.contains("private"), "{body}");
+        // Without a token there is nothing to enter: the page says so.
+        let (status, _, body) = send(
+            Cfg::Untrusting,
+            request("DELETE", "/api/recordings/a", LOOP4, HTML),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(!body.contains("<form"), "{body}");
+        assert!(body.contains("--token"), "{body}");
+        // A stale cookie is cleared.
+        let (_, headers, body) = send(
+            Cfg::Token,
+            request("DELETE", "/api/recordings/a", REMOTE, COOKIE_WRONG),
+        )
+        .await;
+        assert!(body.contains("old token"), "{body}");
+        assert!(
+            headers[header::SET_COOKIE]
+                .to_str()
+                .unwrap()
+                .contains("Max-Age=0")
+        );
+        // A rebinding Host: 403 with a clear error.
+        let (status, headers, body) = send(
+            Cfg::Laptop,
+            request("GET", "/api/recordings", LOOP4, &[("host", "evil.example")]),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+        assert!(body.contains("--allowed-host"), "{body}");
+        // A foreign Origin: 403.
+        let (status, _, body) = send(
+            Cfg::Laptop,
+            request(
+                "DELETE",
+                "/api/recordings/a",
+                LOOP4,
+                &[("origin", "http://evil.example")],
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(body.contains("--allow-origin"), "{body}");
+        // No response carries the token.
+        for (cfg, method, uri, headers) in [
+            (Cfg::Token, "DELETE", "/api/recordings/a", BEARER_WRONG),
+            (Cfg::Private, "GET", "/", HTML),
+            (Cfg::Token, "GET", "/?token=nope", HTML),
+        ] {
+            let (_, _, body) = send(cfg, request(method, uri, REMOTE, headers)).await;
+            assert!(!body.contains(TOKEN), "{body}");
+        }
+    }
+
+    #[test]
+    fn classification() {
+        let get = Method::GET;
+        let post = Method::POST;
+        let cases: &[(&Method, &str, Need)] = &[
+            (&get, "/healthz", Need::Nothing),
+            (&get, "/ws", Need::Nothing),
+            (&get, "/pkg/pion_the_sky.js", Need::Nothing),
+            (&get, "/pkg/pion_the_sky_bg.wasm", Need::Nothing),
+            (&get, "/favicon.ico", Need::Nothing),
+            (&Method::HEAD, "/favicon.ico", Need::Nothing),
+            (&Method::OPTIONS, "/api/recordings", Need::Nothing),
+            (&get, "/", Need::Read),
+            (&get, "/record", Need::Read),
+            (&get, "/play", Need::Read),
+            (&get, "/play/", Need::Read),
+            (&get, "/api/recordings", Need::Read),
+            (&get, "/api/recordings/a.b", Need::Read),
+            (&get, "/api/recordings/a/file", Need::Read),
+            (&Method::HEAD, "/api/recordings/a/file", Need::Read),
+            (&get, "/api/sessions", Need::Read),
+            (&get, "/metrics", Need::Read),
+            (&post, "/api/list_recordings12345", Need::Read),
+            (&post, "/api/list_recordings", Need::Read),
+            (
+                &post,
+                "/api/app/server_fns/list_recordings12345",
+                Need::Read,
+            ),
+            (&post, "/api/list_recordingsX", Need::Write),
+            (&post, "/api/rename_recording12345", Need::Write),
+            (&post, "/api/delete_recording12345", Need::Write),
+            (&Method::PATCH, "/api/recordings/a", Need::Write),
+            (&Method::DELETE, "/api/recordings/a", Need::Write),
+            (&Method::DELETE, "/api/sessions/a", Need::Write),
+            (&Method::PUT, "/api/recordings/a", Need::Write),
+            (&post, "/ws", Need::Write),
+            (&post, "/", Need::Write),
+        ];
+        for (method, path, need) in cases {
+            assert_eq!(classify(method, path), *need, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn websocket_messages() {
+        let loopback = Who {
+            loopback: true,
+            authenticated: false,
+        };
+        let remote = Who::default();
+        let signed_in = Who {
+            loopback: false,
+            authenticated: true,
+        };
+        // (config, who, need, allowed)
+        let cases: &[(Cfg, Who, Need, bool)] = &[
+            (Cfg::Laptop, loopback, Need::Write, true),
+            (Cfg::Laptop, remote, Need::Write, false),
+            (Cfg::Laptop, remote, Need::Read, true),
+            (Cfg::Untrusting, loopback, Need::Write, false),
+            (Cfg::Token, loopback, Need::Write, false),
+            (Cfg::Token, remote, Need::Read, true),
+            (Cfg::Token, signed_in, Need::Write, true),
+            (Cfg::Private, remote, Need::Read, false),
+            (Cfg::Private, loopback, Need::Read, false),
+            (Cfg::Private, signed_in, Need::Read, true),
+            (Cfg::Open, remote, Need::Write, true),
+            (Cfg::Private, remote, Need::Nothing, true),
+        ];
+        for (cfg, who, need, allowed) in cases {
+            let access = Access::new(config(*cfg));
+            assert_eq!(
+                access.ws_allowed(who, *need),
+                *allowed,
+                "{cfg:?} {who:?} {need:?}"
+            );
+        }
+        assert!(
+            Access::new(config(Cfg::Token))
+                .refusal(Need::Write)
+                .contains("access token")
+        );
+    }
+
+    #[test]
+    fn origin_rule_for_the_websocket() {
+        let access = Access::new(config(Cfg::Lists));
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut map = HeaderMap::new();
+            for (k, v) in pairs {
+                map.insert(*k, HeaderValue::from_static(*v));
+            }
+            map
+        };
+        let cases: &[(&[(&'static str, &'static str)], bool)] = &[
+            (&[("host", "localhost:8082")], true),
+            (
+                &[
+                    ("host", "localhost:8082"),
+                    ("origin", "http://localhost:8082"),
+                ],
+                true,
+            ),
+            (
+                &[
+                    ("host", "localhost:8082"),
+                    ("origin", "http://LOCALHOST:8082/"),
+                ],
+                true,
+            ),
+            (
+                &[
+                    ("host", "localhost:8082"),
+                    ("origin", "http://evil.example"),
+                ],
+                false,
+            ),
+            (
+                &[
+                    ("host", "localhost:8082"),
+                    ("origin", "http://localhost:8083"),
+                ],
+                false,
+            ),
+            (
+                &[("host", "[::1]:8082"), ("origin", "http://[::1]:8082")],
+                true,
+            ),
+            (
+                &[("host", "localhost"), ("origin", "http://localhost:80")],
+                true,
+            ),
+            (&[("origin", "http://localhost:8082")], false),
+            (
+                &[
+                    ("host", "localhost:8082"),
+                    ("origin", "http://app.example.org:3000"),
+                ],
+                true,
+            ),
+            (&[("host", "localhost:8082"), ("origin", "null")], false),
+        ];
+        for (pairs, allowed) in cases {
+            assert_eq!(
+                access.origin_allowed(&headers(*pairs)),
+                *allowed,
+                "{pairs:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn helpers() {
+        assert!(ct_eq(b"abc", b"abc"));
+        assert!(!ct_eq(b"abc", b"abd"));
+        assert!(!ct_eq(b"abc", b"abcd"));
+        assert_eq!(percent_decode("a%2Db%zz%4"), "a-b%zz%4");
+        assert_eq!(percent_encode_cookie_value("a b;c"), "a%20b%3Bc");
+        assert_eq!(
+            split_token(Some("a=1&token=x%41&b=2")),
+            (Some("xA".to_owned()), Some("a=1&b=2".to_owned()))
+        );
+        assert_eq!(split_token(Some("a=1")), (None, None));
+        assert_eq!(
+            split_token(Some("token=")),
+            (Some(String::new()), Some(String::new()))
+        );
+        assert_eq!(split_token(None), (None, None));
+        let token = generate_token().unwrap();
+        assert_eq!(token.len(), 48);
+        assert_ne!(token, generate_token().unwrap());
+        // A cookie with an encoded token (a token with characters a cookie cannot hold).
+        let access = Access::new(AccessConfig {
+            token: Some("a b;c".into()),
+            ..AccessConfig::default()
+        });
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("pion_session=a%20b%3Bc"),
+        );
+        let uri: Uri = "/".parse().unwrap();
+        assert!(access.who(None, &headers, &uri).authenticated);
+        // An empty token is no token.
+        let access = Access::new(AccessConfig {
+            token: Some(String::new()),
+            ..AccessConfig::default()
+        });
+        assert!(!access.has_token());
+        // Debug output never shows the token.
+        let shown = format!(
+            "{:?} {:?}",
+            config(Cfg::Token),
+            Access::new(config(Cfg::Token))
+        );
+        assert!(!shown.contains(TOKEN), "{shown}");
+    }
 }

@@ -1,4 +1,5 @@
-//! Thin HTTP handlers: health, the JSON API, the websocket.
+//! Thin HTTP handlers: health, the JSON API, the websocket, and access control.
+pub mod access;
 pub mod api;
 pub mod ws;
 

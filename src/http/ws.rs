@@ -7,6 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::Extension;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -17,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::AppState;
+use crate::http::access::{Need, Who};
 use crate::limits::Slot;
 use crate::metrics::WsError;
 use crate::session::{self, Event, Request, SessionHandle};
@@ -25,14 +27,26 @@ use app::protocol::{ClientMessage, MAX_MESSAGE_BYTES, ServerMessage};
 pub async fn upgrade(
     ws: WebSocketUpgrade,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    who: Option<Extension<Who>>,
     headers: HeaderMap,
     State(state): State<AppState>,
 ) -> Response {
-    if let Err(why) = check_origin(&headers, &state.config.allow_origin) {
+    // Browsers send `Origin`: it must be the page's own (scheme, host and port) or allowed by
+    // `--allow-origin`. Clients that send none (scripts, tests) are not browsers.
+    if !state.access.origin_allowed(&headers) {
         state.metrics.websocket_error(WsError::Refused);
-        tracing::warn!(%why, "websocket refused");
-        return (StatusCode::FORBIDDEN, why).into_response();
+        let origin = headers
+            .get(header::ORIGIN)
+            .and_then(|o| o.to_str().ok())
+            .unwrap_or_default();
+        tracing::warn!(%origin, "websocket refused: foreign origin");
+        return (
+            StatusCode::FORBIDDEN,
+            format!("websocket origin {origin} is not allowed (use --allow-origin to allow it)"),
+        )
+            .into_response();
     }
+    let who = who.map(|Extension(w)| w).unwrap_or_default();
     if state.shutdown.is_cancelled() {
         state.metrics.websocket_error(WsError::Refused);
         return (
@@ -59,37 +73,7 @@ pub async fn upgrade(
     let tasks = state.tasks.clone();
     ws.max_message_size(4 * MAX_MESSAGE_BYTES)
         .max_frame_size(4 * MAX_MESSAGE_BYTES)
-        .on_upgrade(move |socket| tasks.track_future(handle(socket, state, peer.ip(), slot)))
-}
-
-/// Browsers send `Origin`; it must match the page's host or be allowed by `--allow-origin`.
-/// Clients that send no Origin (scripts, tests) are not browsers and are let through.
-pub fn check_origin(headers: &HeaderMap, allowed: &[String]) -> Result<(), String> {
-    let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
-        return Ok(());
-    };
-    if allowed
-        .iter()
-        .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
-    {
-        return Ok(());
-    }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or_default();
-    let origin_host = origin
-        .split_once("://")
-        .map(|(_, rest)| rest)
-        .unwrap_or(origin)
-        .trim_end_matches('/');
-    if !host.is_empty() && origin_host.eq_ignore_ascii_case(host) {
-        Ok(())
-    } else {
-        Err(format!(
-            "websocket origin {origin} is not allowed (use --allow-origin to allow it)"
-        ))
-    }
+        .on_upgrade(move |socket| tasks.track_future(handle(socket, state, peer.ip(), who, slot)))
 }
 
 /// Messages waiting for the writer. Replies to the client's own messages are enqueued without
@@ -112,6 +96,8 @@ enum Farewell {
     Idle,
     /// The server is stopping.
     Shutdown,
+    /// The client lacks the access token for what it asked.
+    Refused,
 }
 
 impl Farewell {
@@ -121,6 +107,7 @@ impl Farewell {
             Farewell::NotReading => (close_code::POLICY, "the client does not read its messages"),
             Farewell::Idle => (close_code::POLICY, "idle timeout"),
             Farewell::Shutdown => (close_code::AWAY, "the server is shutting down"),
+            Farewell::Refused => (close_code::POLICY, "access token required"),
         };
         CloseFrame {
             code,
@@ -131,12 +118,10 @@ impl Farewell {
 
 /// One socket: this task reads and runs the session; a writer task of its own drains the
 /// outgoing queue, so writing to a client that does not read never blocks reading from it.
-async fn handle(socket: WebSocket, state: AppState, client: IpAddr, _slot: Slot) {
+async fn handle(socket: WebSocket, state: AppState, client: IpAddr, who: Who, _slot: Slot) {
     let _open = state.metrics.websocket_opened();
     let (sink, mut stream) = socket.split();
     let (out_tx, out_rx) = mpsc::channel::<ServerMessage>(OUT_QUEUE);
-    // The session's events, translated to the wire here.
-    let (events_tx, mut events_rx) = mpsc::channel::<Event>(OUT_QUEUE);
     let idle_timeout = Duration::from_secs(state.config.ws_idle_timeout);
     // Cancelled when the socket cannot be written to any more (or must be dropped at once).
     let dead = CancellationToken::new();
@@ -148,18 +133,46 @@ async fn handle(socket: WebSocket, state: AppState, client: IpAddr, _slot: Slot)
         dead.clone(),
         farewell.clone(),
     ));
-    let mut running: Option<SessionHandle> = None;
+    let mut running: Option<Running> = None;
     let shutdown = state.shutdown.clone();
     let mut last_heard = Instant::now();
     let mut idle_check = tokio::time::interval(idle_timeout / 3);
 
     let why = loop {
         tokio::select! {
+            // First what the session said: its events, and its end (its channel closes when
+            // its task returns), before the client's next message, which may want a new one.
+            biased;
+            event = async { running.as_mut().expect("guarded").events.recv().await }, if running.is_some() => {
+                match event {
+                    Some(event) => {
+                        if out_tx.try_send(to_wire(event)).is_err() {
+                            tracing::warn!(%client, "closing a websocket whose client does not read");
+                            dead.cancel();
+                            break Farewell::NotReading;
+                        }
+                    }
+                    None => {
+                        if let Some(mut ended) = running.take() {
+                            ended.handle.finished().await;
+                        }
+                    }
+                }
+            }
             incoming = stream.next() => {
                 last_heard = Instant::now();
                 let reply = match incoming {
                     None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break Farewell::Normal,
-                    Some(Ok(Message::Text(t))) => on_text(&t, &state, client, &events_tx, &mut running),
+                    Some(Ok(Message::Text(t))) => match on_text(&t, &state, client, &who, &mut running) {
+                        Reply::None => None,
+                        Reply::Error(e) => Some(e),
+                        Reply::Refused(e) => {
+                            // Refused for want of the token: say so, then close.
+                            state.metrics.websocket_error(WsError::BadMessage);
+                            let _ = out_tx.try_send(ServerMessage::Error(e));
+                            break Farewell::Refused;
+                        }
+                    },
                     Some(Ok(Message::Binary(_))) => {
                         Some("binary messages are not supported; send JSON text".into())
                     }
@@ -176,16 +189,6 @@ async fn handle(socket: WebSocket, state: AppState, client: IpAddr, _slot: Slot)
                     break Farewell::NotReading;
                 }
             }
-            Some(event) = events_rx.recv() => {
-                if out_tx.try_send(to_wire(event)).is_err() {
-                    tracing::warn!(%client, "closing a websocket whose client does not read");
-                    dead.cancel();
-                    break Farewell::NotReading;
-                }
-            }
-            _ = async { running.as_mut().expect("guarded").finished().await }, if running.is_some() => {
-                running = None;
-            }
             _ = idle_check.tick() => {
                 if last_heard.elapsed() >= idle_timeout {
                     tracing::info!(%client, "closing an idle websocket");
@@ -199,22 +202,19 @@ async fn handle(socket: WebSocket, state: AppState, client: IpAddr, _slot: Slot)
     match why {
         Farewell::NotReading => state.metrics.websocket_error(WsError::NotReading),
         Farewell::Idle => state.metrics.websocket_error(WsError::Idle),
-        Farewell::Normal | Farewell::Shutdown => {}
+        Farewell::Normal | Farewell::Shutdown | Farewell::Refused => {}
     }
     let _ = farewell.set(why);
 
     // The client went away (or the server is stopping): end the session cleanly. Sessions
     // never wait on the outgoing queue, so this is bounded by the session's own teardown.
+    // What it said last (its recording, how it ended) goes out before the close.
     if let Some(mut session) = running.take() {
-        session.stop();
-        session.finished().await;
-    }
-    // What the session said last (its recording, how it ended) goes out before the close.
-    drop(events_tx);
-    while let Ok(event) = events_rx.try_recv() {
-        if out_tx.try_send(to_wire(event)).is_err() {
-            break;
+        session.handle.stop();
+        while let Some(event) = session.events.recv().await {
+            let _ = out_tx.try_send(to_wire(event));
         }
+        session.handle.finished().await;
     }
     // The writer delivers what is still queued and the close frame, then ends.
     drop(out_tx);
@@ -266,22 +266,45 @@ async fn write_loop(
     dead.cancel();
 }
 
-/// Handles one text message; returns the text of an ERROR to send, if any.
+/// The socket's running session and its events.
+struct Running {
+    handle: SessionHandle,
+    events: mpsc::Receiver<Event>,
+}
+
+/// What to answer a text message with.
+enum Reply {
+    None,
+    /// An ERROR; the socket stays usable.
+    Error(String),
+    /// An ERROR, then the socket closes (the client lacks the access token).
+    Refused(String),
+}
+
+/// Handles one text message.
 fn on_text(
     text: &str,
     state: &AppState,
     client: IpAddr,
-    out: &session::Events,
-    running: &mut Option<SessionHandle>,
-) -> Option<String> {
+    who: &Who,
+    running: &mut Option<Running>,
+) -> Reply {
     let msg = match ClientMessage::parse(text) {
         Ok(m) => m,
-        Err(e) => return Some(e.to_string()),
+        Err(e) => return Reply::Error(e.to_string()),
     };
-    match msg {
+    // RECORD and STOP change what is stored: writes; PLAY reads.
+    let need = match msg {
+        ClientMessage::Play { .. } => Need::Read,
+        ClientMessage::Record { .. } | ClientMessage::Stop => Need::Write,
+    };
+    if !state.access.ws_allowed(who, need) {
+        return Reply::Refused(state.access.refusal(need));
+    }
+    let error = match msg {
         ClientMessage::Stop => match running {
             Some(session) => {
-                session.stop();
+                session.handle.stop();
                 None
             }
             None => Some("nothing to stop: no recording or playback is running".into()),
@@ -289,9 +312,7 @@ fn on_text(
         ClientMessage::Record { .. } | ClientMessage::Play { .. } if running.is_some() => {
             Some("a session is already running on this connection; send STOP first".into())
         }
-        ClientMessage::Record { offer } => {
-            start(state, client, Request::Record { offer }, out, running)
-        }
+        ClientMessage::Record { offer } => start(state, client, Request::Record { offer }, running),
         ClientMessage::Play {
             offer,
             looping,
@@ -304,22 +325,24 @@ fn on_text(
                 looping,
                 recordings,
             },
-            out,
             running,
         ),
-    }
+    };
+    error.map_or(Reply::None, Reply::Error)
 }
 
 fn start(
     state: &AppState,
     client: IpAddr,
     request: Request,
-    out: &session::Events,
-    running: &mut Option<SessionHandle>,
+    running: &mut Option<Running>,
 ) -> Option<String> {
-    match session::start(state, client, request, out.clone()) {
+    // Each session has its own event channel: when it closes, the session is over and
+    // everything it said has been read.
+    let (events_tx, events) = mpsc::channel::<Event>(OUT_QUEUE);
+    match session::start(state, client, request, events_tx) {
         Ok(handle) => {
-            *running = Some(handle);
+            *running = Some(Running { handle, events });
             None
         }
         Err(e) => Some(e),
@@ -336,63 +359,5 @@ fn to_wire(event: Event) -> ServerMessage {
         Event::Skipped(skipped) => ServerMessage::Skipped(skipped),
         Event::RecordingFinished(meta) => ServerMessage::Recording(meta),
         Event::Error(text) => ServerMessage::Error(text),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn origin_rules() {
-        let h = |origin: Option<&str>, host: &str| {
-            let mut m = HeaderMap::new();
-            m.insert(header::HOST, host.parse().unwrap());
-            if let Some(o) = origin {
-                m.insert(header::ORIGIN, o.parse().unwrap());
-            }
-            m
-        };
-        let none: Vec<String> = vec![];
-        let cases: Vec<(HeaderMap, Vec<String>, bool)> = vec![
-            (h(None, "localhost:8082"), none.clone(), true),
-            (
-                h(Some("http://localhost:8082"), "localhost:8082"),
-                none.clone(),
-                true,
-            ),
-            (
-                h(Some("https://example.com"), "example.com"),
-                none.clone(),
-                true,
-            ),
-            (
-                h(Some("http://evil.test"), "localhost:8082"),
-                none.clone(),
-                false,
-            ),
-            (
-                h(Some("http://localhost:9999"), "localhost:8082"),
-                none.clone(),
-                false,
-            ),
-            (
-                h(Some("http://evil.test"), "localhost:8082"),
-                vec!["http://evil.test".into()],
-                true,
-            ),
-            (
-                h(Some("http://evil.test"), "localhost:8082"),
-                vec!["*".into()],
-                true,
-            ),
-        ];
-        for (headers, allowed, ok) in cases {
-            assert_eq!(
-                check_origin(&headers, &allowed).is_ok(),
-                ok,
-                "{headers:?} {allowed:?}"
-            );
-        }
     }
 }
