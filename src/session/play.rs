@@ -33,20 +33,10 @@ pub async fn run(
     out: Events,
     registration: &Registration,
 ) -> EndReason {
-    let stop = registration.stop.clone();
-    let store = state.store.clone();
-    let listed = tokio::task::spawn_blocking(move || playlist(store.as_ref(), selection)).await;
-    let playlist = match listed {
-        Ok(Ok(p)) => p,
-        Ok(Err(e)) => {
+    let playlist = match open(&state, selection).await {
+        Ok(p) => p,
+        Err(e) => {
             tell(&out, Event::Error(e));
-            return EndReason::Error;
-        }
-        Err(_) => {
-            tell(
-                &out,
-                Event::Error("the recordings could not be listed".into()),
-            );
             return EndReason::Error;
         }
     };
@@ -58,10 +48,57 @@ pub async fn run(
         }
     };
     tell(&out, Event::Answer(answer));
-    tracing::info!(clips = playlist.len(), looping, "playback session started");
+    tracing::info!(clips = playlist.len(), looping, session = %registration.id, "playback session started");
+    if let Err(reason) = wait_connected(&state, &mut events, &registration.stop, &out).await {
+        peer.close().await;
+        return reason;
+    }
+    let feed = match ReadAhead::spawn(state.store.clone(), playlist.clone(), looping) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start a playback reader");
+            tell(
+                &out,
+                Event::Error("the server cannot start a playback reader".into()),
+            );
+            peer.close().await;
+            return EndReason::Error;
+        }
+    };
+    let mut playing = Playing {
+        state: &state,
+        peer: &peer,
+        out: &out,
+        registration,
+        playlist: &playlist,
+        start: Instant::now(),
+        sent_frames: 0,
+    };
+    let ended = playing.run_loop(feed, &mut events).await;
+    peer.close().await;
+    playing.conclude(ended);
+    ended
+}
 
-    // Time to first frame is what viewers feel: wait only for the connection, then send a
-    // keyframe at once.
+/// The recordings to play, read off the async workers.
+async fn open(
+    state: &AppState,
+    selection: Option<Vec<String>>,
+) -> Result<Vec<RecordingMeta>, String> {
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || playlist(store.as_ref(), selection))
+        .await
+        .unwrap_or_else(|_| Err("the recordings could not be listed".into()))
+}
+
+/// Time to first frame is what viewers feel: wait only for the connection (then the first
+/// keyframe goes out at once), at most `--connect-timeout`.
+async fn wait_connected(
+    state: &AppState,
+    events: &mut mpsc::Receiver<PeerEvent>,
+    stop: &tokio_util::sync::CancellationToken,
+    out: &Events,
+) -> Result<(), EndReason> {
     let connect_timeout = Duration::from_secs(state.config.connect_timeout);
     let connected = tokio::time::timeout(connect_timeout, async {
         loop {
@@ -79,162 +116,154 @@ pub async fn run(
         _ = stop.cancelled() => false,
         _ = state.shutdown.cancelled() => false,
     };
-    if !connected {
-        tell(
-            &out,
-            Event::Error(format!(
-                "the viewer's connection did not come up within {} s",
-                state.config.connect_timeout
-            )),
-        );
-        peer.close().await;
-        return if stop.is_cancelled() {
-            EndReason::Stopped
-        } else if state.shutdown.is_cancelled() {
-            EndReason::Shutdown
-        } else {
-            EndReason::NeverConnected
+    if connected {
+        return Ok(());
+    }
+    if stop.is_cancelled() {
+        return Err(EndReason::Stopped);
+    }
+    if state.shutdown.is_cancelled() {
+        return Err(EndReason::Shutdown);
+    }
+    tell(
+        out,
+        Event::Error(format!(
+            "the viewer's connection did not come up within {} s",
+            state.config.connect_timeout
+        )),
+    );
+    Err(EndReason::NeverConnected)
+}
+
+/// A connected playback.
+struct Playing<'a> {
+    state: &'a AppState,
+    peer: &'a crate::rtc::ViewerPeer,
+    out: &'a Events,
+    registration: &'a Registration,
+    playlist: &'a [RecordingMeta],
+    start: Instant,
+    sent_frames: u64,
+}
+
+impl Playing<'_> {
+    /// Feeds the scheduler from the reader and sends what it says is due, until the playlist
+    /// is played through, STOP, the viewer goes, or shutdown.
+    async fn run_loop(
+        &mut self,
+        mut feed: ReadAhead,
+        events: &mut mpsc::Receiver<PeerEvent>,
+    ) -> EndReason {
+        let (state, peer, out, registration) = (self.state, self.peer, self.out, self.registration);
+        let playlist = self.playlist;
+        let stop = registration.stop.clone();
+        let metrics = &state.metrics;
+        let mut sched = Scheduler::new(SchedulerConfig {
+            video_ssrc: peer.ssrc(MediaKind::Video),
+            audio_ssrc: peer.ssrc(MediaKind::Audio),
+            mtu: 1200,
+            payload_types: peer.payload_types(),
+            initial_video_seq: rand_u16(),
+            initial_audio_seq: rand_u16(),
+            initial_video_ts: rand_u32(),
+            initial_audio_ts: rand_u32(),
+        });
+        let mut sched_feed = SchedulerFeed::new();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // One timer, re-armed for each deadline (cheaper than a new `sleep_until` per packet).
+        let timer = tokio::time::sleep_until(tokio::time::Instant::now());
+        tokio::pin!(timer);
+        let ended = loop {
+            let now_us = super::micros_since(self.start, Instant::now());
+            // Keep about a second of media queued in the scheduler, from what was read.
+            while sched.wants_more() && !feed.done {
+                match feed.rx.try_recv() {
+                    Ok(item) => feed.apply(item, &mut sched, playlist, out, metrics),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => feed.done = true,
+                }
+            }
+            while let Some(output) = sched.poll(now_us) {
+                match output {
+                    Output::Packet { kind, packet } => {
+                        if packet.marker || kind == MediaKind::Audio {
+                            self.sent_frames += 1;
+                        }
+                        metrics.rtp_out(kind, packet.payload.len());
+                        if let Err(e) = peer.send(kind, &packet).await {
+                            tracing::debug!(error = %e, "send failed");
+                        }
+                    }
+                    Output::ClipStarted { id, index: _ } => {
+                        registration.progress.set_recording(&id);
+                        if let Some(np) = now_playing(playlist, &id) {
+                            tell(out, Event::NowPlaying(np));
+                        }
+                    }
+                    Output::ClipEnded { .. } => {}
+                }
+            }
+            if feed.done && sched.next_deadline().is_none() {
+                if let Some(why) = feed.ended_because.take() {
+                    tell(out, Event::Error(why));
+                }
+                break EndReason::Finished;
+            }
+            let wake = sched
+                .next_deadline()
+                .and_then(|d| self.start.checked_add(Duration::from_micros(d)))
+                .unwrap_or_else(|| Instant::now() + Duration::from_millis(20));
+            timer.as_mut().reset(wake.into());
+            // The reader is only waited for when the scheduler wants more and nothing is queued.
+            let hungry = sched.wants_more() && !feed.done;
+            tokio::select! {
+                _ = &mut timer => {}
+                item = feed.rx.recv(), if hungry => match item {
+                    Some(item) => feed.apply(item, &mut sched, playlist, out, metrics),
+                    None => feed.done = true,
+                },
+                ev = events.recv() => match ev {
+                    None | Some(PeerEvent::State(PeerState::Failed | PeerState::Closed)) => {
+                        break EndReason::PeerGone;
+                    }
+                    Some(PeerEvent::State(PeerState::Disconnected)) => {
+                        tracing::debug!("viewer disconnected; waiting for it to come back or fail");
+                    }
+                    Some(_) => {}
+                },
+                _ = tick.tick() => {
+                    registration.progress.set(0, self.sent_frames);
+                    sched_feed.report(metrics, &sched.stats());
+                    tell(out, Event::State(self.state_now(SessionPhase::Playing)));
+                }
+                _ = stop.cancelled() => break EndReason::Stopped,
+                _ = state.shutdown.cancelled() => break EndReason::Shutdown,
+            }
         };
+        sched_feed.report(metrics, &sched.stats());
+        ended
     }
 
-    let mut sched = Scheduler::new(SchedulerConfig {
-        video_ssrc: peer.ssrc(MediaKind::Video),
-        audio_ssrc: peer.ssrc(MediaKind::Audio),
-        mtu: 1200,
-        payload_types: peer.payload_types(),
-        initial_video_seq: rand_u16(),
-        initial_audio_seq: rand_u16(),
-        initial_video_ts: rand_u32(),
-        initial_audio_ts: rand_u32(),
-    });
-    let mut feed = match ReadAhead::spawn(state.store.clone(), playlist.clone(), looping) {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start a playback reader");
-            tell(
-                &out,
-                Event::Error("the server cannot start a playback reader".into()),
-            );
-            peer.close().await;
-            return EndReason::Error;
-        }
-    };
-    let start = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut sent_frames: u64 = 0;
-    let mut finished = false;
-    let mut ended = EndReason::Stopped;
-    let metrics = &state.metrics;
-    let mut sched_feed = SchedulerFeed::new();
-    // One timer, re-armed for each deadline (cheaper than a new `sleep_until` per packet).
-    let timer = tokio::time::sleep_until(tokio::time::Instant::now());
-    tokio::pin!(timer);
+    /// Tells the viewer how the playback ended: `finished` when played through, `stopped`
+    /// otherwise (STOP, the viewer gone, shutdown; the socket may already be closed).
+    fn conclude(&self, ended: EndReason) {
+        let phase = if ended == EndReason::Finished {
+            SessionPhase::Finished
+        } else {
+            SessionPhase::Stopped
+        };
+        tell(self.out, Event::State(self.state_now(phase)));
+        tracing::info!(frames = self.sent_frames, ?ended, "playback session ended");
+    }
 
-    loop {
-        let now_us = super::micros_since(start, Instant::now());
-        // Keep about a second of media queued in the scheduler, from what the reader has read.
-        while sched.wants_more() && !feed.done {
-            match feed.rx.try_recv() {
-                Ok(item) => feed.apply(item, &mut sched, &playlist, &out, metrics),
-                Err(mpsc::error::TryRecvError::Empty) => break,
-                Err(mpsc::error::TryRecvError::Disconnected) => feed.done = true,
-            }
-        }
-        while let Some(output) = sched.poll(now_us) {
-            match output {
-                Output::Packet { kind, packet } => {
-                    if packet.marker || kind == MediaKind::Audio {
-                        sent_frames += 1;
-                    }
-                    metrics.rtp_out(kind, packet.payload.len());
-                    if let Err(e) = peer.send(kind, &packet).await {
-                        tracing::debug!(error = %e, "send failed");
-                    }
-                }
-                Output::ClipStarted { id, index: _ } => {
-                    registration.progress.set_recording(&id);
-                    if let Some(np) = now_playing(&playlist, &id) {
-                        tell(&out, Event::NowPlaying(np));
-                    }
-                }
-                Output::ClipEnded { .. } => {}
-            }
-        }
-        if feed.done && sched.next_deadline().is_none() {
-            finished = true;
-            ended = EndReason::Finished;
-            if let Some(why) = feed.ended_because.take() {
-                tell(&out, Event::Error(why));
-            }
-            tell(
-                &out,
-                Event::State(SessionState {
-                    phase: SessionPhase::Finished,
-                    elapsed_ms: start.elapsed().as_millis() as u64,
-                    bytes: 0,
-                    frames: sent_frames,
-                }),
-            );
-            break;
-        }
-        let wake = sched
-            .next_deadline()
-            .and_then(|d| start.checked_add(Duration::from_micros(d)))
-            .unwrap_or_else(|| Instant::now() + Duration::from_millis(20));
-        timer.as_mut().reset(wake.into());
-        // The reader is only waited for when the scheduler wants more and nothing is queued.
-        let hungry = sched.wants_more() && !feed.done;
-        tokio::select! {
-            _ = &mut timer => {}
-            item = feed.rx.recv(), if hungry => match item {
-                Some(item) => feed.apply(item, &mut sched, &playlist, &out, metrics),
-                None => feed.done = true,
-            },
-            ev = events.recv() => match ev {
-                None | Some(PeerEvent::State(PeerState::Failed | PeerState::Closed)) => {
-                    ended = EndReason::PeerGone;
-                    break;
-                }
-                Some(PeerEvent::State(PeerState::Disconnected)) => {
-                    tracing::debug!("viewer disconnected; waiting for it to come back or fail");
-                }
-                Some(_) => {}
-            },
-            _ = tick.tick() => {
-                registration.progress.set(0, sent_frames);
-                sched_feed.report(metrics, &sched.stats());
-                tell(&out, Event::State(SessionState {
-                    phase: SessionPhase::Playing,
-                    elapsed_ms: start.elapsed().as_millis() as u64,
-                    bytes: 0,
-                    frames: sent_frames,
-                }));
-            }
-            _ = stop.cancelled() => break,
-            _ = state.shutdown.cancelled() => {
-                ended = EndReason::Shutdown;
-                break;
-            }
+    fn state_now(&self, phase: SessionPhase) -> SessionState {
+        SessionState {
+            phase,
+            elapsed_ms: self.start.elapsed().as_millis() as u64,
+            bytes: 0,
+            frames: self.sent_frames,
         }
     }
-    sched_feed.report(metrics, &sched.stats());
-    drop(feed);
-    peer.close().await;
-    if !finished {
-        // STOP, the viewer gone, or shutdown: confirm the end the way "finished" does for a
-        // playlist played through (the socket may already be closed).
-        tell(
-            &out,
-            Event::State(SessionState {
-                phase: SessionPhase::Stopped,
-                elapsed_ms: start.elapsed().as_millis() as u64,
-                bytes: 0,
-                frames: sent_frames,
-            }),
-        );
-    }
-    tracing::info!(frames = sent_frames, "playback session ended");
-    ended
 }
 
 fn now_playing(playlist: &[RecordingMeta], id: &str) -> Option<NowPlaying> {
