@@ -356,6 +356,9 @@ pub struct MetricHandles {
 
     /// `pion_plis_sent_total`: picture loss indications (keyframe requests) sent to recorders.
     pub plis_sent: Counter,
+    /// `pion_nacks_sent_total`: NACKs sent to recorders (by webrtc-rs's generator; brought up to
+    /// date at scrape time, see [`Metrics::set_rtc`]).
+    pub nacks_sent: Counter,
     /// `pion_recording_bytes_written_total`: bytes written to recording files.
     pub recording_bytes_written: Counter,
     /// `pion_store_errors_total`: failed store operations (open, write, finish, list, rename,
@@ -530,6 +533,7 @@ impl Metrics {
             "plis_sent",
             "Picture loss indications (keyframe requests) sent to recorders",
         );
+        let nacks_sent = single(&mut r, "nacks_sent", "NACKs sent to recorders");
         let recording_bytes_written = single(
             &mut r,
             "recording_bytes_written",
@@ -612,6 +616,7 @@ impl Metrics {
             frames_played: per_media(&played_f),
             websocket_errors,
             plis_sent,
+            nacks_sent,
             recording_bytes_written,
             store_errors,
             playback_skips,
@@ -732,9 +737,14 @@ impl Metrics {
     }
 
     /// Sets the WebRTC live-object gauges (from `Rtc::stats`, at scrape time).
-    pub fn set_rtc(&self, live_peers: u64, live_tasks: u64) {
+    pub fn set_rtc(&self, live_peers: u64, live_tasks: u64, nacks_sent_total: u64) {
         self.rtc_live_peers.set(saturating_i64(live_peers));
         self.rtc_live_tasks.set(saturating_i64(live_tasks));
+        // The library's total since start, added as the difference (a counter only grows).
+        let seen = self.nacks_sent.get();
+        if nacks_sent_total > seen {
+            self.nacks_sent.inc_by(nacks_sent_total - seen);
+        }
     }
 
     /// Every metric in the OpenMetrics text format (ends with `# EOF`); see [`CONTENT_TYPE`].
@@ -891,6 +901,7 @@ mod tests {
         ("record_frames_dropped", "counter"),
         ("frames_played", "counter"),
         ("plis_sent", "counter"),
+        ("nacks_sent", "counter"),
         ("recording_bytes_written", "counter"),
         ("store_errors", "counter"),
         ("playback_skips", "counter"),
@@ -1085,13 +1096,17 @@ mod tests {
             assert!(has_line(&text, line), "{line} in:\n{text}");
         }
 
-        m.set_rtc(4, 7);
+        m.set_rtc(4, 7, 3);
         assert_eq!(m.rtc_live_peers.get(), 4);
         assert_eq!(m.rtc_live_tasks.get(), 7);
-        m.set_rtc(1, 0);
+        assert_eq!(m.nacks_sent.get(), 3);
+        // The library's NACK total only grows; a scrape adds the difference, once.
+        m.set_rtc(1, 0, 5);
+        m.set_rtc(1, 0, 5);
         assert_eq!(m.rtc_live_peers.get(), 1);
         assert_eq!(m.rtc_live_tasks.get(), 0);
-        m.set_rtc(u64::MAX, 0);
+        assert_eq!(m.nacks_sent.get(), 5);
+        m.set_rtc(u64::MAX, 0, 5);
         assert_eq!(m.rtc_live_peers.get(), i64::MAX);
     }
 

@@ -421,3 +421,47 @@ async fn metrics_count_sessions_packets_frames_and_bytes() {
     assert!(after.contains("pion_build_info"), "{after}");
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_packet_is_nacked_and_counted() {
+    use media::MediaKind;
+    use media::rtp::RtpPacket;
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), "vp8", &[]).await;
+    let (client, _ws) = start_recording(server.addr, Codec::Vp8).await;
+    let (v, _) = fixture_frames(Codec::Vp8);
+    let pt = client.payload_type(Codec::Vp8).unwrap();
+    let mut seq = 1000u16;
+    for (i, frame) in v.iter().take(60).enumerate() {
+        let payloads = media::packetize::payloads(Codec::Vp8, &frame.data, 1150);
+        let n = payloads.len();
+        for (k, payload) in payloads.into_iter().enumerate() {
+            seq = seq.wrapping_add(1);
+            // One packet of frame 20 never leaves: the server's NACK generator asks for it.
+            if i == 20 && k == 0 {
+                continue;
+            }
+            let packet = RtpPacket {
+                payload_type: pt,
+                sequence_number: seq,
+                timestamp: 90_000u32.wrapping_add(frame.ts as u32),
+                ssrc: client.ssrc(MediaKind::Video),
+                marker: k + 1 == n,
+                payload,
+            };
+            client.send(MediaKind::Video, &packet).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(33)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, _, body) =
+        http_async(server.addr, "GET", "/metrics".into(), vec![], String::new()).await;
+    let text = String::from_utf8(body).unwrap();
+    let nacks: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("pion_nacks_sent_total ")?.parse().ok())
+        .unwrap_or_else(|| panic!("no pion_nacks_sent_total in:\n{text}"));
+    assert!(nacks >= 1.0, "{nacks} NACKs counted");
+    client.close().await;
+    server.shutdown().await;
+}

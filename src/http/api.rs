@@ -52,7 +52,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     let rtc = state.rtc.stats();
     state
         .metrics
-        .set_rtc(rtc.live_peers as u64, rtc.live_tasks as u64);
+        .set_rtc(rtc.live_peers as u64, rtc.live_tasks as u64, rtc.nacks_sent);
     state.metrics.response()
 }
 

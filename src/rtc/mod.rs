@@ -147,6 +147,8 @@ pub struct RtcStats {
     pub live_peers: usize,
     /// Remote-track forwarding tasks still running.
     pub live_tasks: usize,
+    /// NACKs sent to recorders so far.
+    pub nacks_sent: u64,
 }
 
 /// Shared by all sessions; cheap to clone.
@@ -195,6 +197,7 @@ impl Rtc {
         RtcStats {
             live_peers: self.net.counters.peers.load(Ordering::SeqCst),
             live_tasks: self.net.counters.tasks.load(Ordering::SeqCst),
+            nacks_sent: self.net.counters.nacks_sent.load(Ordering::Relaxed) as u64,
         }
     }
 

@@ -18,6 +18,7 @@ use ::rtc::peer_connection::configuration::media_engine::MediaEngine;
 use ::rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use ::rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use ::rtc::rtcp::sender_report::SenderReport;
+use ::rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use ::rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
     RTCRtpEncodingParameters, RtpCodecKind,
@@ -44,6 +45,9 @@ pub const EVENT_CHANNEL_CAPACITY: usize = 2048;
 /// Position of [`RtcpTap`] in the interceptor chain: application-most, after every library
 /// interceptor (the highest built-in slot is 13 000) has seen the RTCP.
 const RTCP_TAP_SLOT: usize = 20_000;
+/// Position of [`NackTap`]: wire-most (below the congestion controller at 1 000), where every
+/// RTCP packet a library generator made passes on its way out.
+const NACK_TAP_SLOT: usize = 500;
 /// Non-trickle signaling: how long we wait for candidate gathering before answering with the
 /// candidates we have. Host candidates are immediate; this only bounds slow STUN/TURN servers.
 const GATHER_TIMEOUT: Duration = Duration::from_secs(3);
@@ -58,6 +62,8 @@ pub(crate) struct Counters {
     pub peers: AtomicUsize,
     /// Remote-track forwarding tasks still running.
     pub tasks: AtomicUsize,
+    /// NACKs the library's generator sent to recorders (seen by [`NackTap`] on the wire).
+    pub nacks_sent: AtomicUsize,
 }
 
 struct Counted(Arc<Counters>, fn(&Counters) -> &AtomicUsize);
@@ -510,6 +516,56 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpTap {
     }
 }
 
+/// Wire-most interceptor that counts the NACKs leaving (the library's NACK generator makes
+/// them below [`RtcpTap`], which only sees what the application writes). Passes everything on.
+struct NackTap {
+    counters: Arc<Counters>,
+    read: VecDeque<TaggedPacket>,
+    write: VecDeque<TaggedPacket>,
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for NackTap {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = ::rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.read.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.read.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtcp(packets) = &msg.message.packet {
+            let nacks = packets
+                .iter()
+                .filter(|p| p.as_any().downcast_ref::<TransportLayerNack>().is_some())
+                .count();
+            if nacks > 0 {
+                self.counters.nacks_sent.fetch_add(nacks, Ordering::Relaxed);
+            }
+        }
+        self.write.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.write.pop_front()
+    }
+}
+
+impl Interceptor for NackTap {
+    fn bind_local_stream(&mut self, _: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _: &StreamInfo) {}
+}
+
 impl Interceptor for RtcpTap {
     fn bind_local_stream(&mut self, info: &StreamInfo) {
         if let Some(kind) = kind_of_mime(&info.mime_type) {
@@ -564,7 +620,16 @@ impl Core {
     ) -> Result<(Core, mpsc::Receiver<PeerEvent>), RtcError> {
         let (events, rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
         let (engine, registry) = media_engine(plan)?;
-        let registry = registry.with(Slot::Custom(RTCP_TAP_SLOT), RtcpTap::new(events.clone()));
+        let registry = registry
+            .with(Slot::Custom(RTCP_TAP_SLOT), RtcpTap::new(events.clone()))
+            .with(
+                Slot::Custom(NACK_TAP_SLOT),
+                NackTap {
+                    counters: net.counters.clone(),
+                    read: VecDeque::new(),
+                    write: VecDeque::new(),
+                },
+            );
         let (addrs, lease) = net.bind_addrs()?;
         let (gathered_tx, gathered) = watch::channel(false);
         let (state_tx, state) = watch::channel(PeerState::Connecting);
