@@ -92,7 +92,7 @@ impl Drop for Slot {
 
 /// An IPv4 client reaching a dual-stack socket appears as `::ffff:a.b.c.d`; count it as the
 /// IPv4 address it is.
-fn canonical(ip: IpAddr) -> IpAddr {
+pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6
             .to_ipv4_mapped()

@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use app::protocol::{SessionInfo, SessionKind};
+
+use crate::limits::canonical;
 use tokio_util::sync::CancellationToken;
 
 /// What a running session reports as it goes (read by `GET /api/sessions`).
@@ -198,14 +200,6 @@ impl Drop for Registration {
         if now_empty {
             super::release_free_memory();
         }
-    }
-}
-
-/// An IPv4 client on a dual-stack socket appears as `::ffff:a.b.c.d`: count it as itself.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
     }
 }
 

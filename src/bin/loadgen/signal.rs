@@ -12,8 +12,22 @@ use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws =
+pub type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens `/ws` on `addr` (10 s at most), without a reader: for clients that must control what
+/// they read (the soak's hostile ones); [`Signal::connect`] adds one.
+pub async fn connect_ws(addr: SocketAddr) -> Result<Ws, String> {
+    let url = format!("ws://{addr}/ws");
+    let (ws, _) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::connect_async(url),
+    )
+    .await
+    .map_err(|_| "websocket connect timed out".to_string())?
+    .map_err(|e| format!("websocket connect: {e}"))?;
+    Ok(ws)
+}
 
 pub struct Signal {
     sink: SplitSink<Ws, Message>,
@@ -23,14 +37,7 @@ pub struct Signal {
 
 impl Signal {
     pub async fn connect(addr: SocketAddr) -> Result<Signal, String> {
-        let url = format!("ws://{addr}/ws");
-        let (ws, _) = tokio::time::timeout(
-            Duration::from_secs(10),
-            tokio_tungstenite::connect_async(url),
-        )
-        .await
-        .map_err(|_| "websocket connect timed out".to_string())?
-        .map_err(|e| format!("websocket connect: {e}"))?;
+        let ws = connect_ws(addr).await?;
         let (sink, mut stream) = ws.split();
         let (tx, rx) = mpsc::channel(64);
         let reader = tokio::spawn(async move {

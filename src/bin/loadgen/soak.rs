@@ -52,7 +52,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::fixture::Fixture;
 use crate::server::Server;
 use crate::session::{self, Live, RecordResult, ViewLength, ViewResult, starts_keyframe};
-use crate::signal::{Signal, expect_answer};
+use crate::signal::{Signal, connect_ws, expect_answer};
 use crate::{Measure, SoakArgs, dist, errors, play_section, procfs, record_section, round3};
 
 /// ANSWER and "connected" for the viewers that leave without STOP (as in `session`).
@@ -83,9 +83,6 @@ const BAD_PROFILE_LEVEL_ID: &str = "4€00";
 const ABANDON_HOLD: Duration = Duration::from_secs(2);
 /// How long the silent socket stays open.
 const SILENT_HOLD: Duration = Duration::from_secs(1);
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// The scenario's parameters, for the report.
 pub fn params(a: &SoakArgs) -> Value {
@@ -704,24 +701,11 @@ async fn hostile_loop(ctx: Arc<Ctx>, interval: Duration, cap: usize) {
     running.abort_all();
 }
 
-/// A websocket of our own: [`Signal`] reads everything, and some of these clients must not.
-async fn raw_socket(addr: SocketAddr) -> Result<Ws, String> {
-    let url = format!("ws://{addr}/ws");
-    let (ws, _) = tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio_tungstenite::connect_async(url),
-    )
-    .await
-    .map_err(|_| "websocket connect timed out".to_string())?
-    .map_err(|e| format!("websocket connect: {e}"))?;
-    Ok(ws)
-}
-
 /// 2,000 malformed messages, never reading a reply, then the socket dropped (no close
 /// handshake). The server may answer each with ERROR, apply backpressure or hang up; all
 /// fine, as long as it stays healthy for everyone else.
 async fn junk(addr: SocketAddr) -> Seen {
-    let mut ws = raw_socket(addr).await?;
+    let mut ws = connect_ws(addr).await?;
     let sent = tokio::time::timeout(Duration::from_secs(10), async {
         for i in 0..JUNK_MESSAGES {
             ws.feed(Message::text(JUNK[i % JUNK.len()])).await?;
@@ -797,7 +781,7 @@ async fn bad_profile(addr: SocketAddr) -> Seen {
 
 /// A socket that opens, says nothing for [`SILENT_HOLD`], then closes.
 async fn silent(addr: SocketAddr) -> Seen {
-    let mut ws = raw_socket(addr).await?;
+    let mut ws = connect_ws(addr).await?;
     tokio::time::sleep(SILENT_HOLD).await;
     let closed = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
     Ok(match closed {
