@@ -44,6 +44,10 @@ pub struct AppState {
     pub sockets_per_ip: limits::PerIp,
     /// What `GET /metrics` reports.
     pub metrics: metrics::Metrics,
+    /// Recordings in progress that viewers can watch live.
+    pub live: session::live::LiveHub,
+    /// Sessions made over WHIP and WHEP, by their resource URL.
+    pub resources: http::whip::Resources,
     /// Who may do what (`--token`, `--private`, `--trust-loopback`, `--open`, hosts, origins).
     pub access: http::access::Access,
     /// The token made at start (the server listens beyond loopback and none was set), to
@@ -162,6 +166,8 @@ impl AppState {
             tasks: tokio_util::task::TaskTracker::new(),
             sockets_per_ip: limits::PerIp::new(config.max_sockets_per_ip),
             metrics: metrics::Metrics::new(),
+            live: session::live::LiveHub::default(),
+            resources: http::whip::Resources::default(),
             access,
             generated_token,
             config: Arc::new(config),

@@ -85,6 +85,9 @@ pub struct RawClientMessage {
     pub looping: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recording: Option<RecordingSelection>,
+    /// PLAY of a recording in progress: its session id (or its recording id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<String>,
 }
 
 /// A validated client request.
@@ -97,6 +100,11 @@ pub enum ClientMessage {
         offer: SessionDescription,
         looping: bool,
         recordings: Option<Vec<String>>,
+    },
+    /// PLAY with `"live"`: watch a recording while it is made.
+    Watch {
+        offer: SessionDescription,
+        live: String,
     },
     Stop,
 }
@@ -120,7 +128,14 @@ pub enum ProtocolError {
     NotAnOffer,
     #[error("the offer's SDP is not valid: {0}")]
     BadSdp(String),
+    #[error("PLAY takes either \"live\" or \"recording\", not both")]
+    LiveAndRecording,
+    #[error("\"live\" must name a session: 1 to {max} letters, digits, '-' or '_'", max = MAX_ID_CHARS)]
+    BadLive,
 }
+
+/// Longest session or recording id a client may name.
+pub const MAX_ID_CHARS: usize = 64;
 
 impl ClientMessage {
     /// Parses and validates one text message from the websocket.
@@ -145,6 +160,23 @@ impl ClientMessage {
             "RECORD" => Ok(ClientMessage::Record {
                 offer: offer("RECORD")?,
             }),
+            "PLAY" if raw.live.is_some() => {
+                if raw.recording.is_some() {
+                    return Err(ProtocolError::LiveAndRecording);
+                }
+                let live = raw.live.clone().unwrap_or_default();
+                let valid = (1..=MAX_ID_CHARS).contains(&live.len())
+                    && live
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                if !valid {
+                    return Err(ProtocolError::BadLive);
+                }
+                Ok(ClientMessage::Watch {
+                    offer: offer("PLAY")?,
+                    live,
+                })
+            }
             "PLAY" => Ok(ClientMessage::Play {
                 offer: offer("PLAY")?,
                 looping: raw.looping.unwrap_or(true),
@@ -173,6 +205,13 @@ impl ClientMessage {
                 data: Some(serde_json::Value::String(offer.encode())),
                 looping: Some(*looping),
                 recording: recordings.clone().map(RecordingSelection::Many),
+                ..Default::default()
+            },
+            ClientMessage::Watch { offer, live } => RawClientMessage {
+                op: "PLAY".into(),
+                data: Some(serde_json::Value::String(offer.encode())),
+                live: Some(live.clone()),
+                ..Default::default()
             },
             ClientMessage::Stop => RawClientMessage {
                 op: "STOP".into(),
@@ -484,6 +523,33 @@ mod tests {
             ),
             (r#"{"op":"STOP"}"#.into(), Ok("stop")),
             (
+                format!(r#"{{"op":"PLAY","data":"{offer}","live":"s-1_a"}}"#),
+                Ok("watch-s-1_a"),
+            ),
+            (
+                format!(r#"{{"op":"PLAY","data":"{offer}","live":"s1","recording":"a"}}"#),
+                Err(ProtocolError::LiveAndRecording),
+            ),
+            (
+                format!(r#"{{"op":"PLAY","data":"{offer}","live":""}}"#),
+                Err(ProtocolError::BadLive),
+            ),
+            (
+                format!(r#"{{"op":"PLAY","data":"{offer}","live":"../etc"}}"#),
+                Err(ProtocolError::BadLive),
+            ),
+            (
+                format!(
+                    r#"{{"op":"PLAY","data":"{offer}","live":"{}"}}"#,
+                    "a".repeat(65)
+                ),
+                Err(ProtocolError::BadLive),
+            ),
+            (
+                r#"{"op":"PLAY","live":"s1"}"#.into(),
+                Err(ProtocolError::MissingData("PLAY")),
+            ),
+            (
                 "not json".into(),
                 Err(ProtocolError::NotJson(String::new())),
             ),
@@ -540,6 +606,7 @@ mod tests {
                     Ok("play-once-a"),
                 ) if r == ["a"] => {}
                 (Ok(ClientMessage::Stop), Ok("stop")) => {}
+                (Ok(ClientMessage::Watch { live, .. }), Ok("watch-s-1_a")) if live == "s-1_a" => {}
                 (Err(e), Err(w)) => assert_eq!(
                     std::mem::discriminant(&e),
                     std::mem::discriminant(&w),
@@ -561,6 +628,10 @@ mod tests {
                 offer: offer.clone(),
                 looping: false,
                 recordings: Some(vec!["x".into(), "y".into()]),
+            },
+            ClientMessage::Watch {
+                offer: offer.clone(),
+                live: "s1".into(),
             },
             ClientMessage::Stop,
         ] {

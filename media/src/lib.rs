@@ -16,6 +16,7 @@ pub mod codec;
 pub mod container;
 pub mod depack;
 pub mod elementary;
+pub mod forward;
 pub mod fuzz;
 pub mod packetize;
 pub mod rtp;

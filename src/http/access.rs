@@ -405,7 +405,8 @@ pub fn classify(method: &Method, path: &str) -> Need {
         return Need::Nothing;
     }
     if method != Method::GET && method != Method::HEAD {
-        return if is_list_server_fn(path) {
+        // WHEP (starting, trickling to and ending a playback) reads; WHIP records: a write.
+        return if is_list_server_fn(path) || under(path, "/whep") {
             Need::Read
         } else {
             Need::Write

@@ -1,6 +1,7 @@
 //! Thin HTTP handlers: health, the JSON API, the websocket, and access control.
 pub mod access;
 pub mod api;
+pub mod whip;
 pub mod ws;
 
 use crate::AppState;
@@ -23,6 +24,36 @@ pub fn routes() -> Router<AppState> {
             "/api/sessions/{id}",
             axum::routing::delete(api::stop_session),
         )
+        .merge(whip_routes())
+}
+
+/// WHIP and WHEP (`http::whip`): endpoints take POST, sessions PATCH and DELETE.
+fn whip_routes() -> Router<AppState> {
+    use axum::routing::post;
+    Router::new()
+        .route("/whip", post(whip::publish).options(whip::options))
+        .route(
+            "/whip/{id}",
+            axum::routing::delete(whip::end_whip)
+                .patch(whip::patch_whip)
+                .options(whip::options),
+        )
+        .route("/whep", post(whip::view_all).options(whip::options))
+        .route("/whep/{id}", post(whip::view_one).options(whip::options))
+        .route(
+            "/whep/live/{id}",
+            post(whip::view_live).options(whip::options),
+        )
+        .route(
+            "/whep/session/{id}",
+            axum::routing::delete(whip::end_whep)
+                .patch(whip::patch_whep)
+                .options(whip::options),
+        )
+        // Offers are at most 1 MiB; a little more reaches the handler, which says so.
+        .layer(axum::extract::DefaultBodyLimit::max(
+            2 * app::protocol::MAX_MESSAGE_BYTES,
+        ))
 }
 
 async fn healthz() -> &'static str {

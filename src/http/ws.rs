@@ -21,7 +21,7 @@ use crate::AppState;
 use crate::http::access::{Need, Who};
 use crate::limits::Slot;
 use crate::metrics::WsError;
-use crate::session::{self, Event, Request, SessionHandle};
+use crate::session::{self, Event, Request, SessionHandle, VideoChoice};
 use app::protocol::{ClientMessage, MAX_MESSAGE_BYTES, ServerMessage};
 
 pub async fn upgrade(
@@ -295,7 +295,7 @@ fn on_text(
     };
     // RECORD and STOP change what is stored: writes; PLAY reads.
     let need = match msg {
-        ClientMessage::Play { .. } => Need::Read,
+        ClientMessage::Play { .. } | ClientMessage::Watch { .. } => Need::Read,
         ClientMessage::Record { .. } | ClientMessage::Stop => Need::Write,
     };
     if !state.access.ws_allowed(who, need) {
@@ -309,10 +309,30 @@ fn on_text(
             }
             None => Some("nothing to stop: no recording or playback is running".into()),
         },
-        ClientMessage::Record { .. } | ClientMessage::Play { .. } if running.is_some() => {
+        ClientMessage::Record { .. } | ClientMessage::Play { .. } | ClientMessage::Watch { .. }
+            if running.is_some() =>
+        {
             Some("a session is already running on this connection; send STOP first".into())
         }
-        ClientMessage::Record { offer } => start(state, client, Request::Record { offer }, running),
+        ClientMessage::Record { offer } => start(
+            state,
+            client,
+            Request::Record {
+                offer,
+                name: None,
+                video: VideoChoice::Server,
+            },
+            running,
+        ),
+        ClientMessage::Watch { offer, live } => start(
+            state,
+            client,
+            Request::Watch {
+                offer,
+                target: live,
+            },
+            running,
+        ),
         ClientMessage::Play {
             offer,
             looping,
@@ -345,7 +365,7 @@ fn start(
             *running = Some(Running { handle, events });
             None
         }
-        Err(e) => Some(e),
+        Err(e) => Some(e.to_string()),
     }
 }
 
@@ -353,11 +373,12 @@ fn start(
 /// description, the seed's encoding).
 fn to_wire(event: Event) -> ServerMessage {
     match event {
-        Event::Answer(answer) => ServerMessage::Answer(answer.encode()),
+        Event::Answer(answer, _) => ServerMessage::Answer(answer.encode()),
         Event::State(state) => ServerMessage::State(state),
         Event::NowPlaying(np) => ServerMessage::NowPlaying(np),
         Event::Skipped(skipped) => ServerMessage::Skipped(skipped),
         Event::RecordingFinished(meta) => ServerMessage::Recording(meta),
+        Event::Rejected(why) => ServerMessage::Error(why.message().to_owned()),
         Event::Error(text) => ServerMessage::Error(text),
     }
 }

@@ -84,12 +84,19 @@ pub enum RtcError {
     VideoCodecNotOffered(&'static str),
     #[error("the offer supports neither H264 nor VP8 video, which this server plays")]
     NoPlayableVideo,
+    #[error(
+        "the offer supports neither VP8 nor H264 (packetization-mode 1, baseline profile) \
+         video, which this server records"
+    )]
+    NoRecordableVideo,
     #[error("invalid WebRTC settings: {0}")]
     Settings(String),
     #[error("no free UDP port for a new connection in {first}-{last}")]
     NoFreePort { first: u16, last: u16 },
     #[error("the connection is closed")]
     Closed,
+    #[error("the ICE candidate was refused: {0}")]
+    BadCandidate(String),
     #[error("this connection has no {0} track")]
     NoTrack(&'static str),
     #[error("payload type {pt} is not negotiated for {kind} on this connection")]
@@ -155,6 +162,67 @@ pub struct RtcStats {
 #[derive(Clone, Debug)]
 pub struct Rtc {
     net: Arc<Net>,
+}
+
+/// One ICE candidate a client trickles after its offer (WHIP/WHEP `PATCH`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteCandidate {
+    /// The `candidate:...` attribute value.
+    pub candidate: String,
+    /// The media section it belongs to (`a=mid`).
+    pub mid: Option<String>,
+    /// The ICE username fragment it was gathered for.
+    pub ufrag: Option<String>,
+}
+
+/// Adds a client's trickled candidates to its connection. It holds the connection weakly: it
+/// never keeps a closed connection alive.
+#[derive(Clone)]
+pub struct Trickle {
+    pc: std::sync::Weak<dyn webrtc::peer_connection::PeerConnection>,
+}
+
+impl std::fmt::Debug for Trickle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Trickle")
+    }
+}
+
+impl PartialEq for Trickle {
+    fn eq(&self, other: &Trickle) -> bool {
+        std::sync::Weak::ptr_eq(&self.pc, &other.pc)
+    }
+}
+
+impl Trickle {
+    fn of(core: &Core) -> Trickle {
+        Trickle {
+            pc: Arc::downgrade(&core.pc),
+        }
+    }
+
+    /// Adds the candidates; an error names the first one the connection refused.
+    pub async fn add(&self, candidates: &[RemoteCandidate]) -> Result<(), RtcError> {
+        let pc = self.pc.upgrade().ok_or(RtcError::Closed)?;
+        for c in candidates {
+            let init = webrtc::peer_connection::RTCIceCandidateInit {
+                candidate: c.candidate.clone(),
+                sdp_mid: c.mid.clone(),
+                username_fragment: c.ufrag.clone(),
+                ..Default::default()
+            };
+            pc.add_ice_candidate(init)
+                .await
+                .map_err(|e| RtcError::BadCandidate(e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+/// The video codec a sender that may choose prefers: the first of VP8 and H264 (as we record
+/// it) in its offer.
+pub fn preferred_video(offer: &SessionDescription) -> Result<Codec, RtcError> {
+    sdp::preferred_video(&offer.sdp)
 }
 
 /// A recording browser's connection.
@@ -327,6 +395,11 @@ fn answer_desc(sdp: String) -> SessionDescription {
 }
 
 impl RecorderPeer {
+    /// Adds the client's trickled ICE candidates.
+    pub fn trickle(&self) -> Trickle {
+        Trickle::of(&self.core)
+    }
+
     /// Sends a PLI for the browser's video SSRC (nothing before video has arrived).
     pub async fn request_keyframe(&self) {
         self.core.request_keyframe().await;
@@ -339,6 +412,11 @@ impl RecorderPeer {
 }
 
 impl ViewerPeer {
+    /// Adds the client's trickled ICE candidates.
+    pub fn trickle(&self) -> Trickle {
+        Trickle::of(&self.core)
+    }
+
     /// Negotiated (codec, payload type) pairs: Opus if audio was negotiated, and every video
     /// codec that can be sent on the video track.
     pub fn payload_types(&self) -> Vec<(Codec, u8)> {

@@ -243,6 +243,29 @@ pub(crate) fn plan_recorder(sdp: &str, video: Codec) -> Result<Plan, RtcError> {
     })
 }
 
+/// The video codec a recorder should take when the sender may choose (WHIP): the first one in
+/// the offer's order that we record (VP8, or H264 as [`choose_h264`] accepts it).
+pub(crate) fn preferred_video(sdp: &str) -> Result<Codec, RtcError> {
+    let sections = parse(sdp)?;
+    require_media(&sections)?;
+    let section = first_section(&sections, MediaKind::Video).ok_or(RtcError::NoVideo)?;
+    let h264 = choose_h264(section).map(|c| c.pt);
+    let vp8 = choose_vp8(section).map(|c| c.pt);
+    section
+        .codecs
+        .iter()
+        .find_map(|c| {
+            if Some(c.pt) == vp8 {
+                Some(Codec::Vp8)
+            } else if Some(c.pt) == h264 {
+                Some(Codec::H264)
+            } else {
+                None
+            }
+        })
+        .ok_or(RtcError::NoRecordableVideo)
+}
+
 /// Viewer: Opus (when offered) and every video codec we can play that the viewer offered,
 /// H264 first (it is what most recordings from Safari and the default server use), then VP8.
 pub(crate) fn plan_viewer(sdp: &str) -> Result<Plan, RtcError> {

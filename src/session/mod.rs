@@ -2,6 +2,7 @@
 //! or player. Sessions speak their own [`Request`] and [`Event`] types; each way in (the `/ws`
 //! protocol in `http::ws`, the session API) translates at its edge. Every live session is in
 //! the [`registry::SessionRegistry`], which also enforces the session limits.
+pub mod live;
 pub mod play;
 pub mod record;
 pub mod registry;
@@ -21,20 +22,84 @@ use crate::AppState;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
     /// Record the offer's camera and microphone.
-    Record { offer: SessionDescription },
+    Record {
+        offer: SessionDescription,
+        /// The recording's name (WHIP `?name=`); `None` = the default.
+        name: Option<String>,
+        /// Which video codec to take.
+        video: VideoChoice,
+    },
     /// Play recordings (all of them, oldest first, or the chosen ones) to the offer's peer.
     Play {
         offer: SessionDescription,
         looping: bool,
         recordings: Option<Vec<String>>,
     },
+    /// Watch a recording in progress (by its session id or recording id).
+    Watch {
+        offer: SessionDescription,
+        target: String,
+    },
+}
+
+/// The video codec a recorder takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VideoChoice {
+    /// `--vcodec` (the browser pages: the server asks for its codec).
+    Server,
+    /// Whichever of H264 and VP8 the offer lists first (WHIP: encoders send what they have).
+    OfferPreference,
 }
 
 impl Request {
     pub fn kind(&self) -> SessionKind {
         match self {
             Request::Record { .. } => SessionKind::Record,
-            Request::Play { .. } => SessionKind::Play,
+            Request::Play { .. } | Request::Watch { .. } => SessionKind::Play,
+        }
+    }
+}
+
+/// Why a session refused its request, so that each protocol can say it its way (`/ws`: an
+/// `ERROR`; WHIP/WHEP: the HTTP status). The text is for the user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    /// The offer is not valid SDP (HTTP 400).
+    BadOffer(String),
+    /// Valid SDP, but nothing in it can be used (HTTP 422).
+    Unacceptable(String),
+    /// What the request names does not exist (HTTP 404).
+    NotFound(String),
+    /// The server cannot take it now (HTTP 503).
+    Unavailable(String),
+    /// The server failed (HTTP 500).
+    Internal(String),
+}
+
+impl Rejection {
+    pub fn message(&self) -> &str {
+        match self {
+            Rejection::BadOffer(m)
+            | Rejection::Unacceptable(m)
+            | Rejection::NotFound(m)
+            | Rejection::Unavailable(m)
+            | Rejection::Internal(m) => m,
+        }
+    }
+
+    pub(crate) fn from_rtc(e: &crate::rtc::RtcError) -> Rejection {
+        use crate::rtc::RtcError as E;
+        let text = e.to_string();
+        match e {
+            E::BadSdp(_) | E::NotAnOffer(_) => Rejection::BadOffer(text),
+            E::NoMedia
+            | E::NoVideo
+            | E::VideoCodecNotOffered(_)
+            | E::NoPlayableVideo
+            | E::NoRecordableVideo
+            | E::PayloadTypeNotNegotiated { .. } => Rejection::Unacceptable(text),
+            E::NoFreePort { .. } => Rejection::Unavailable(text),
+            _ => Rejection::Internal(text),
         }
     }
 }
@@ -42,15 +107,17 @@ impl Request {
 /// What a session tells its client.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
-    /// The SDP answer to the offer.
-    Answer(SessionDescription),
+    /// The SDP answer to the offer, with a handle to add the client's trickled ICE candidates.
+    Answer(SessionDescription, Option<crate::rtc::Trickle>),
     /// Progress, about once a second, and the end of a playback.
     State(SessionState),
     NowPlaying(NowPlaying),
     Skipped(Skipped),
     /// The recording this session wrote, finished.
     RecordingFinished(RecordingMeta),
-    /// Something the user should read: why a request was refused or a session ended early.
+    /// The request was refused before any answer (the session ends).
+    Rejected(Rejection),
+    /// Something the user should read: why a session ended early, what went wrong.
     Error(String),
 }
 
@@ -66,6 +133,11 @@ pub struct SessionHandle {
 }
 
 impl SessionHandle {
+    /// What [`stop`](Self::stop) cancels, for whoever ends the session later.
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
     /// Asks the session to end (a recording is finalized and kept).
     pub fn stop(&self) {
         self.stop.cancel();
@@ -82,20 +154,26 @@ impl SessionHandle {
     }
 }
 
-/// Starts the session a request asks for; the error text is for the user.
+/// Why a session could not be started at all.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StartError {
+    #[error("the server is shutting down; try again in a moment")]
+    ShuttingDown,
+    #[error(transparent)]
+    Refused(#[from] registry::Refused),
+}
+
+/// Starts the session a request asks for.
 pub fn start(
     state: &AppState,
     client: IpAddr,
     request: Request,
     out: Events,
-) -> Result<SessionHandle, String> {
+) -> Result<SessionHandle, StartError> {
     if state.shutdown.is_cancelled() {
-        return Err("the server is shutting down; try again in a moment".into());
+        return Err(StartError::ShuttingDown);
     }
-    let registration = state
-        .registry
-        .register(request.kind(), client)
-        .map_err(|e| e.to_string())?;
+    let registration = state.registry.register(request.kind(), client)?;
     let id = registration.id.clone();
     let stop = registration.stop.clone();
     let state = state.clone();
@@ -103,12 +181,17 @@ pub fn start(
     let counted = state.metrics.session_started(request.kind());
     let task = state.tasks.clone().spawn(async move {
         let reason = match request {
-            Request::Record { offer } => record::run(state, offer, out, &registration).await,
+            Request::Record { offer, name, video } => {
+                record::run(state, offer, name, video, out, &registration).await
+            }
             Request::Play {
                 offer,
                 looping,
                 recordings,
             } => play::run(state, offer, looping, recordings, out, &registration).await,
+            Request::Watch { offer, target } => {
+                live::run(state, offer, target, out, &registration).await
+            }
         };
         counted.end(reason);
         // The registration goes last: the session is listed until it has concluded.

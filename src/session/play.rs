@@ -17,13 +17,13 @@ use media::schedule::{Output, Scheduler, SchedulerConfig};
 use media::{Frame, MediaKind};
 use tokio::sync::{Semaphore, mpsc};
 
-use super::{Event, Events, tell};
+use super::{Event, Events, Rejection, tell};
 use crate::AppState;
 use crate::metrics::{EndReason, Metrics, SchedulerFeed};
 use crate::rtc::{PeerEvent, PeerState};
 use crate::session::registry::Registration;
-use crate::store::RecordingStore;
 use crate::store::container_kind;
+use crate::store::{RecordingStore, StoreError};
 
 pub async fn run(
     state: AppState,
@@ -36,18 +36,18 @@ pub async fn run(
     let playlist = match open(&state, selection).await {
         Ok(p) => p,
         Err(e) => {
-            tell(&out, Event::Error(e));
+            tell(&out, Event::Rejected(e));
             return EndReason::Error;
         }
     };
     let (peer, answer, mut events) = match state.rtc.accept_viewer(&offer).await {
         Ok(x) => x,
         Err(e) => {
-            tell(&out, Event::Error(e.to_string()));
+            tell(&out, Event::Rejected(Rejection::from_rtc(&e)));
             return EndReason::Error;
         }
     };
-    tell(&out, Event::Answer(answer));
+    tell(&out, Event::Answer(answer, Some(peer.trickle())));
     tracing::info!(clips = playlist.len(), looping, session = %registration.id, "playback session started");
     if let Err(reason) = wait_connected(&state, &mut events, &registration.stop, &out).await {
         peer.close().await;
@@ -84,16 +84,20 @@ pub async fn run(
 async fn open(
     state: &AppState,
     selection: Option<Vec<String>>,
-) -> Result<Vec<RecordingMeta>, String> {
+) -> Result<Vec<RecordingMeta>, Rejection> {
     let store = state.store.clone();
     tokio::task::spawn_blocking(move || playlist(store.as_ref(), selection))
         .await
-        .unwrap_or_else(|_| Err("the recordings could not be listed".into()))
+        .unwrap_or_else(|_| {
+            Err(Rejection::Internal(
+                "the recordings could not be listed".into(),
+            ))
+        })
 }
 
 /// Time to first frame is what viewers feel: wait only for the connection (then the first
 /// keyframe goes out at once), at most `--connect-timeout`.
-async fn wait_connected(
+pub(super) async fn wait_connected(
     state: &AppState,
     events: &mut mpsc::Receiver<PeerEvent>,
     stop: &tokio_util::sync::CancellationToken,
@@ -280,23 +284,32 @@ fn now_playing(playlist: &[RecordingMeta], id: &str) -> Option<NowPlaying> {
 fn playlist(
     store: &dyn RecordingStore,
     selection: Option<Vec<String>>,
-) -> Result<Vec<RecordingMeta>, String> {
+) -> Result<Vec<RecordingMeta>, Rejection> {
     let list = match selection {
         None => store
             .list()
             .into_iter()
             .filter(RecordingMeta::playable)
             .collect::<Vec<_>>(),
-        Some(ids) if ids.is_empty() => return Err("the \"recording\" list is empty".into()),
+        Some(ids) if ids.is_empty() => {
+            return Err(Rejection::BadOffer(
+                "the \"recording\" list is empty".into(),
+            ));
+        }
         Some(ids) => {
             let mut list = Vec::with_capacity(ids.len());
             for id in ids {
-                let meta = store.get(&id).map_err(|e| e.to_string())?;
+                let meta = store.get(&id).map_err(|e| match e {
+                    StoreError::NotFound(_) | StoreError::InvalidId(_) => {
+                        Rejection::NotFound(e.to_string())
+                    }
+                    e => Rejection::Internal(e.to_string()),
+                })?;
                 if !meta.playable() {
-                    return Err(format!(
+                    return Err(Rejection::Unacceptable(format!(
                         "recording {id} cannot be played (state {:?})",
                         meta.state
-                    ));
+                    )));
                 }
                 list.push(meta);
             }
@@ -304,7 +317,7 @@ fn playlist(
         }
     };
     if list.is_empty() {
-        return Err(NO_RECORDINGS.into());
+        return Err(Rejection::NotFound(NO_RECORDINGS.into()));
     }
     Ok(list)
 }
@@ -572,7 +585,7 @@ impl Reader {
     }
 }
 
-fn rand_u32() -> u32 {
+pub(crate) fn rand_u32() -> u32 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Event, Events, tell};
+use super::{Event, Events, Rejection, tell};
 use crate::AppState;
 use crate::metrics::{DepackFeed, EndReason, Metrics};
 use crate::rtc::{PeerEvent, PeerState};
@@ -43,29 +43,45 @@ struct Open {
 pub async fn run(
     state: AppState,
     offer: SessionDescription,
+    name: Option<String>,
+    choice: super::VideoChoice,
     out: Events,
     registration: &Registration,
 ) -> EndReason {
-    let video = state.config.vcodec.codec();
-    let (peer, answer, events) = match state.rtc.accept_recorder(&offer, video).await {
+    let video = match choice {
+        super::VideoChoice::Server => Ok(state.config.vcodec.codec()),
+        super::VideoChoice::OfferPreference => crate::rtc::preferred_video(&offer),
+    };
+    let accepted = match video {
+        Ok(video) => state
+            .rtc
+            .accept_recorder(&offer, video)
+            .await
+            .map(|x| (video, x)),
+        Err(e) => Err(e),
+    };
+    let (video, (peer, answer, events)) = match accepted {
         Ok(x) => x,
         Err(e) => {
-            tell(&out, Event::Error(e.to_string()));
+            tell(&out, Event::Rejected(Rejection::from_rtc(&e)));
             return EndReason::Error;
         }
     };
-    let open = match open(&state, video).await {
+    let open = match open(&state, video, name).await {
         Ok(x) => x,
         Err(e) => {
             state.metrics.store_errors.inc();
-            tell(&out, Event::Error(e));
+            tell(&out, Event::Rejected(Rejection::Internal(e)));
             peer.close().await;
             return EndReason::Error;
         }
     };
     tracing::info!(id = %open.meta.id, session = %registration.id, ?video, "recording session started");
     registration.progress.set_recording(&open.meta.id);
-    tell(&out, Event::Answer(answer));
+    // Viewers can watch from now on; the channel closes when this session ends.
+    let publisher = state.live.open(&registration.id, &open.meta.id, video);
+    tell(&out, Event::Answer(answer, Some(peer.trickle())));
+    let _ = state.changes.send(());
 
     let mut ingest = Ingest {
         video: Depacketizer::new(video),
@@ -81,6 +97,7 @@ pub async fn run(
     } = open;
     let mut live = Live {
         peer: &peer,
+        publisher,
         events,
         stop: registration.stop.clone(),
         progress: &registration.progress,
@@ -138,15 +155,22 @@ impl End {
 }
 
 /// Reserves the recording in the store (off the async workers) and starts its writer.
-async fn open(state: &AppState, video: Codec) -> Result<Open, String> {
+async fn open(state: &AppState, video: Codec, name: Option<String>) -> Result<Open, String> {
     let container =
         ContainerKind::for_video(video).ok_or_else(|| format!("{video:?} cannot be recorded"))?;
     let store = state.store.clone();
     let created = tokio::task::spawn_blocking(move || {
-        let new = store.create(container, Some(video), true).map_err(|e| {
+        let mut new = store.create(container, Some(video), true).map_err(|e| {
             tracing::error!(error = %e, "cannot create a recording");
             format!("cannot start recording: {e}")
         })?;
+        // The name was validated at the edge; a failure here keeps the default name.
+        if let Some(name) = name {
+            match store.rename(&new.meta.id, &name) {
+                Ok(meta) => new.meta = meta,
+                Err(e) => tracing::warn!(id = %new.meta.id, error = %e, "recording name not set"),
+            }
+        }
         let id = new.meta.id.clone();
         let abandoned = {
             let store = store.clone();
@@ -198,6 +222,8 @@ async fn open(state: &AppState, video: Codec) -> Result<Open, String> {
 /// What the record loop listens to.
 struct Live<'a> {
     peer: &'a crate::rtc::RecorderPeer,
+    /// Live viewers' feed.
+    publisher: super::live::Publisher,
     events: mpsc::Receiver<PeerEvent>,
     stop: CancellationToken,
     progress: &'a Progress,
@@ -240,6 +266,8 @@ impl Live<'_> {
                     None => break End::PeerGone("the peer connection closed"),
                     Some(PeerEvent::Rtp { kind, packet, arrival }) => {
                         last_media = arrival;
+                        // Viewers first: they never wait for the file.
+                        self.publisher.publish(kind, &packet);
                         self.metrics.rtp_in(kind, packet.payload.len());
                         if let Err(e) = ingest.rtp(kind, packet, arrival, recorder) {
                             return (End::WriteFailed(e.clone()), Some(e));
@@ -267,6 +295,10 @@ impl Live<'_> {
                     Some(_) => {}
                 },
                 _ = pli.tick() => self.keyframe().await,
+                _ = self.publisher.keyframe_wanted(), if self.publisher.active() => {
+                    self.metrics.plis_sent.inc();
+                    self.peer.request_keyframe().await;
+                }
                 _ = tick.tick() => {
                     let now = Instant::now();
                     if !connected && now >= connect_by {
@@ -296,7 +328,8 @@ impl Live<'_> {
         (end, None)
     }
 
-    async fn keyframe(&self) {
+    async fn keyframe(&mut self) {
+        self.publisher.keyframe_requested();
         self.metrics.plis_sent.inc();
         self.peer.request_keyframe().await;
     }

@@ -1,0 +1,555 @@
+//! Watching a recording while it is made.
+//!
+//! A recording session opens a [`Channel`] in the [`LiveHub`] and hands every RTP packet it
+//! receives to [`Publisher::publish`] before it depacketizes it, so viewers never wait for the
+//! file. Each viewer has a bounded queue of its own; `publish` never waits: a viewer whose
+//! queue is full loses video up to the next keyframe (and audio until it has room again), so a
+//! slow viewer slows neither the recorder nor the other viewers. A viewer that joins, or that
+//! lost video, asks the recorder for a keyframe; the recorder sends at most one PLI per
+//! [`KEYFRAME_REQUEST_INTERVAL`] for all of them together.
+//!
+//! The viewer's task ([`run`]) rewrites each packet for its connection (SSRC, sequence
+//! number, timestamp, payload type: [`media::forward::Rewriter`]).
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::time::Instant as TokioInstant;
+
+use app::protocol::{NowPlaying, SessionDescription, SessionPhase, SessionState};
+use media::forward::{Rewriter, starts_keyframe};
+use media::rtp::RtpPacket;
+use media::{Codec, MediaKind};
+use tokio::sync::{Notify, mpsc};
+
+use super::{Event, Events, Rejection, tell};
+use crate::AppState;
+use crate::metrics::EndReason;
+use crate::rtc::{PeerEvent, PeerState};
+use crate::session::registry::Registration;
+
+/// Packets queued for one viewer (about a second of 2.5 Mbit/s video with its audio). A
+/// viewer further behind loses packets, never the recorder's time.
+pub const VIEWER_QUEUE_PACKETS: usize = 512;
+/// The recorder sends at most one keyframe request (PLI) per this interval for its viewers.
+pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(300);
+
+/// One packet on its way to a viewer.
+#[derive(Clone, Debug)]
+pub struct LivePacket {
+    pub kind: MediaKind,
+    pub packet: RtpPacket,
+    /// Packets of this kind were dropped for this viewer just before this one.
+    pub discontinuity: bool,
+}
+
+struct Subscriber {
+    id: u64,
+    tx: mpsc::Sender<LivePacket>,
+    /// Video is not forwarded until the next keyframe starts.
+    waiting_for_keyframe: bool,
+    /// Audio was dropped: the next audio packet carries `discontinuity`.
+    audio_gap: bool,
+    dropped: Arc<AtomicU64>,
+}
+
+/// A recording in progress that viewers can watch.
+pub struct Channel {
+    /// The recording session's id.
+    pub session: String,
+    /// The recording's id in the store.
+    pub recording: String,
+    pub video: Codec,
+    subscribers: Mutex<Vec<Subscriber>>,
+    count: AtomicUsize,
+    keyframe_wanted: Notify,
+    next_id: AtomicU64,
+    closed: AtomicBool,
+}
+
+impl Channel {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Subscriber>> {
+        self.subscribers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Asks the recorder for a keyframe (it rate-limits).
+    pub fn want_keyframe(&self) {
+        self.keyframe_wanted.notify_one();
+    }
+
+    /// Adds a viewer; it gets video from the next keyframe on (and asks for one).
+    pub fn subscribe(self: &Arc<Self>) -> Option<Subscription> {
+        let (tx, rx) = mpsc::channel(VIEWER_QUEUE_PACKETS);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut subs = self.lock();
+            // Checked under the lock: `close` empties the list under it too.
+            if self.closed.load(Ordering::SeqCst) {
+                return None;
+            }
+            subs.push(Subscriber {
+                id,
+                tx,
+                waiting_for_keyframe: true,
+                audio_gap: false,
+                dropped: dropped.clone(),
+            });
+            self.count.store(subs.len(), Ordering::Relaxed);
+        }
+        self.want_keyframe();
+        Some(Subscription {
+            channel: self.clone(),
+            id,
+            rx,
+            dropped,
+        })
+    }
+
+    /// Viewers watching now.
+    pub fn viewers(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    fn close(&self) {
+        let mut subs = self.lock();
+        self.closed.store(true, Ordering::SeqCst);
+        subs.clear();
+        self.count.store(0, Ordering::Relaxed);
+    }
+}
+
+/// A viewer's end of a channel; dropping it leaves.
+pub struct Subscription {
+    pub channel: Arc<Channel>,
+    id: u64,
+    pub rx: mpsc::Receiver<LivePacket>,
+    /// Packets dropped for this viewer (its queue was full, or it waited for a keyframe).
+    pub dropped: Arc<AtomicU64>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut subs = self.channel.lock();
+        subs.retain(|s| s.id != self.id);
+        self.channel.count.store(subs.len(), Ordering::Relaxed);
+    }
+}
+
+/// Every recording that can be watched live, by recording session id; cheap to clone.
+#[derive(Clone, Default)]
+pub struct LiveHub {
+    channels: Arc<Mutex<HashMap<String, Arc<Channel>>>>,
+}
+
+impl LiveHub {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Channel>>> {
+        self.channels.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Opens the channel of a recording session; it closes when the publisher is dropped.
+    pub fn open(&self, session: &str, recording: &str, video: Codec) -> Publisher {
+        let channel = Arc::new(Channel {
+            session: session.to_owned(),
+            recording: recording.to_owned(),
+            video,
+            subscribers: Mutex::new(Vec::new()),
+            count: AtomicUsize::new(0),
+            keyframe_wanted: Notify::new(),
+            next_id: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+        });
+        self.lock().insert(session.to_owned(), channel.clone());
+        Publisher {
+            hub: self.clone(),
+            channel,
+            last_request: None,
+            pending_request: false,
+        }
+    }
+
+    /// The channel of a recording in progress, by its session id or by its recording id.
+    pub fn find(&self, target: &str) -> Option<Arc<Channel>> {
+        let channels = self.lock();
+        channels
+            .get(target)
+            .or_else(|| channels.values().find(|c| c.recording == target))
+            .cloned()
+    }
+
+    /// Recording session ids that can be watched, with their recording ids.
+    pub fn live(&self) -> Vec<(String, String)> {
+        self.lock()
+            .values()
+            .map(|c| (c.session.clone(), c.recording.clone()))
+            .collect()
+    }
+}
+
+/// The recorder's end of its channel.
+pub struct Publisher {
+    hub: LiveHub,
+    channel: Arc<Channel>,
+    last_request: Option<TokioInstant>,
+    pending_request: bool,
+}
+
+impl Publisher {
+    /// Hands one received packet to every viewer, without waiting.
+    pub fn publish(&self, kind: MediaKind, packet: &RtpPacket) {
+        if self.channel.viewers() == 0 {
+            return;
+        }
+        let video = self.channel.video;
+        let mut lost_video = false;
+        let mut subs = self.channel.lock();
+        subs.retain_mut(|sub| {
+            let discontinuity = match kind {
+                MediaKind::Video if sub.waiting_for_keyframe => {
+                    if !starts_keyframe(video, &packet.payload) {
+                        sub.dropped.fetch_add(1, Ordering::Relaxed);
+                        return true;
+                    }
+                    true
+                }
+                MediaKind::Video => false,
+                MediaKind::Audio => sub.audio_gap,
+            };
+            let item = LivePacket {
+                kind,
+                packet: packet.clone(),
+                discontinuity,
+            };
+            match sub.tx.try_send(item) {
+                Ok(()) => {
+                    match kind {
+                        MediaKind::Video => sub.waiting_for_keyframe = false,
+                        MediaKind::Audio => sub.audio_gap = false,
+                    }
+                    true
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    sub.dropped.fetch_add(1, Ordering::Relaxed);
+                    match kind {
+                        MediaKind::Video => {
+                            sub.waiting_for_keyframe = true;
+                            lost_video = true;
+                        }
+                        MediaKind::Audio => sub.audio_gap = true,
+                    }
+                    true
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            }
+        });
+        self.channel.count.store(subs.len(), Ordering::Relaxed);
+        drop(subs);
+        if lost_video {
+            self.channel.want_keyframe();
+        }
+    }
+
+    /// Resolves when a viewer wants a keyframe and the recorder may send a PLI now. A request
+    /// inside [`KEYFRAME_REQUEST_INTERVAL`] of the last one is held until the interval is over.
+    pub async fn keyframe_wanted(&mut self) {
+        if !self.pending_request {
+            self.channel.keyframe_wanted.notified().await;
+            self.pending_request = true;
+        }
+        if let Some(last) = self.last_request {
+            tokio::time::sleep_until(last + KEYFRAME_REQUEST_INTERVAL).await;
+        }
+        self.pending_request = false;
+        self.last_request = Some(TokioInstant::now());
+    }
+
+    /// Whether [`keyframe_wanted`](Self::keyframe_wanted) can resolve: someone watches, or a
+    /// request is held. The recorder polls it only then (it is in its per-packet loop).
+    pub fn active(&self) -> bool {
+        self.pending_request || self.channel.viewers() > 0
+    }
+
+    /// Note a keyframe request the recorder sent for its own reasons (it counts for viewers).
+    pub fn keyframe_requested(&mut self) {
+        self.last_request = Some(TokioInstant::now());
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        let mut channels = self.hub.lock();
+        if channels
+            .get(&self.channel.session)
+            .is_some_and(|c| Arc::ptr_eq(c, &self.channel))
+        {
+            channels.remove(&self.channel.session);
+        }
+        drop(channels);
+        // Viewers see their queue close and end.
+        self.channel.close();
+    }
+}
+
+/// Timestamp step between two sources of one kind (one 30 fps frame, one 20 ms Opus frame).
+fn gap_ticks(kind: MediaKind) -> u32 {
+    match kind {
+        MediaKind::Video => 3000,
+        MediaKind::Audio => 960,
+    }
+}
+
+/// A live viewer's session: from the recorder's packets to the viewer, until the recording
+/// ends, STOP, the viewer goes, or shutdown.
+pub async fn run(
+    state: AppState,
+    offer: SessionDescription,
+    target: String,
+    out: Events,
+    registration: &Registration,
+) -> EndReason {
+    let Some(channel) = state.live.find(&target) else {
+        tell(
+            &out,
+            Event::Rejected(Rejection::NotFound(format!(
+                "no recording in progress has the id {}",
+                target.chars().take(64).collect::<String>()
+            ))),
+        );
+        return EndReason::Error;
+    };
+    let (peer, answer, mut events) = match state.rtc.accept_viewer(&offer).await {
+        Ok(x) => x,
+        Err(e) => {
+            tell(&out, Event::Rejected(Rejection::from_rtc(&e)));
+            return EndReason::Error;
+        }
+    };
+    let payload_types = peer.payload_types();
+    let pt_of = |codec: Codec| {
+        payload_types
+            .iter()
+            .find(|(c, _)| *c == codec)
+            .map(|(_, pt)| *pt)
+    };
+    let Some(video_pt) = pt_of(channel.video) else {
+        peer.close().await;
+        let name = match channel.video {
+            Codec::H264 => "H264",
+            Codec::Vp8 => "VP8",
+            Codec::Opus => "Opus",
+        };
+        tell(
+            &out,
+            Event::Rejected(Rejection::Unacceptable(format!(
+                "this recording is {name} video, which the offer does not accept"
+            ))),
+        );
+        return EndReason::Error;
+    };
+    let audio_pt = pt_of(Codec::Opus);
+    tell(&out, Event::Answer(answer, None));
+    registration.progress.set_recording(&channel.recording);
+    tracing::info!(session = %registration.id, recording = %channel.recording, "live viewer started");
+    if let Err(reason) =
+        super::play::wait_connected(&state, &mut events, &registration.stop, &out).await
+    {
+        peer.close().await;
+        return reason;
+    }
+    let Some(mut sub) = channel.subscribe() else {
+        peer.close().await;
+        tell(&out, Event::Error("the recording has ended".into()));
+        tell(
+            &out,
+            Event::State(live_state(SessionPhase::Finished, Instant::now(), 0)),
+        );
+        return EndReason::Finished;
+    };
+    tell(
+        &out,
+        Event::NowPlaying(NowPlaying {
+            id: channel.recording.clone(),
+            name: String::new(),
+            index: 0,
+            count: 1,
+        }),
+    );
+    let start = Instant::now();
+    let random = |kind| super::play::rand_u32() ^ (kind as u32);
+    let mut video = Rewriter::new(
+        peer.ssrc(MediaKind::Video),
+        random(0) as u16,
+        random(1),
+        gap_ticks(MediaKind::Video),
+    );
+    let mut audio = Rewriter::new(
+        peer.ssrc(MediaKind::Audio),
+        random(2) as u16,
+        random(3),
+        gap_ticks(MediaKind::Audio),
+    );
+    let mut frames = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let metrics = &state.metrics;
+    let ended = loop {
+        tokio::select! {
+            item = sub.rx.recv() => {
+                let Some(item) = item else { break EndReason::Finished };
+                let (rewriter, pt) = match item.kind {
+                    MediaKind::Video => (&mut video, video_pt),
+                    MediaKind::Audio => match audio_pt {
+                        Some(pt) => (&mut audio, pt),
+                        None => continue,
+                    },
+                };
+                let Some(packet) = rewriter.rewrite(&item.packet, pt, item.discontinuity) else {
+                    continue;
+                };
+                if packet.marker || item.kind == MediaKind::Audio {
+                    frames += 1;
+                }
+                metrics.rtp_out(item.kind, packet.payload.len());
+                if let Err(e) = peer.send(item.kind, &packet).await {
+                    tracing::debug!(error = %e, "live send failed");
+                }
+            }
+            ev = events.recv() => match ev {
+                None | Some(PeerEvent::State(PeerState::Failed | PeerState::Closed)) => {
+                    break EndReason::PeerGone;
+                }
+                Some(PeerEvent::KeyframeRequested) => channel.want_keyframe(),
+                Some(_) => {}
+            },
+            _ = tick.tick() => {
+                registration.progress.set(0, frames);
+                tell(&out, Event::State(live_state(SessionPhase::Playing, start, frames)));
+            }
+            _ = registration.stop.cancelled() => break EndReason::Stopped,
+            _ = state.shutdown.cancelled() => break EndReason::Shutdown,
+        }
+    };
+    let dropped = sub.dropped.load(Ordering::Relaxed);
+    drop(sub);
+    peer.close().await;
+    let phase = if ended == EndReason::Finished {
+        SessionPhase::Finished
+    } else {
+        SessionPhase::Stopped
+    };
+    tell(&out, Event::State(live_state(phase, start, frames)));
+    tracing::info!(frames, dropped, ?ended, "live viewer ended");
+    ended
+}
+
+fn live_state(phase: SessionPhase, start: Instant, frames: u64) -> SessionState {
+    SessionState {
+        phase,
+        elapsed_ms: start.elapsed().as_millis() as u64,
+        bytes: 0,
+        frames,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn vp8(seq: u16, key: bool) -> RtpPacket {
+        RtpPacket {
+            payload_type: 96,
+            sequence_number: seq,
+            timestamp: u32::from(seq) * 3000,
+            ssrc: 1,
+            marker: true,
+            payload: Bytes::from(vec![0x10, if key { 0x50 } else { 0x51 }]),
+        }
+    }
+
+    fn opus(seq: u16) -> RtpPacket {
+        RtpPacket {
+            payload_type: 111,
+            payload: Bytes::from_static(&[0xfc]),
+            ..vp8(seq, false)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_viewer_starts_at_a_keyframe_and_a_full_queue_drops_to_the_next() {
+        let hub = LiveHub::default();
+        let publisher = hub.open("s1", "r1", Codec::Vp8);
+        assert!(hub.find("s1").is_some() && hub.find("r1").is_some());
+        let channel = hub.find("s1").expect("open");
+        let mut fast = channel.subscribe().expect("open channel");
+        let mut slow = channel.subscribe().expect("open channel");
+        // Delta frames before any keyframe reach nobody; audio does.
+        publisher.publish(MediaKind::Video, &vp8(1, false));
+        publisher.publish(MediaKind::Audio, &opus(1));
+        let first = fast.rx.recv().await.expect("audio");
+        assert_eq!(first.kind, MediaKind::Audio);
+        assert_eq!(slow.rx.recv().await.expect("audio").kind, MediaKind::Audio);
+        publisher.publish(MediaKind::Video, &vp8(2, true));
+        let key = fast.rx.recv().await.expect("keyframe");
+        assert_eq!((key.packet.sequence_number, key.discontinuity), (2, true));
+        // The slow viewer reads nothing: its queue fills, the fast one still gets everything.
+        let _ = slow.rx.recv().await.expect("keyframe");
+        for seq in 3..(3 + VIEWER_QUEUE_PACKETS as u16 + 10) {
+            publisher.publish(MediaKind::Video, &vp8(seq, false));
+            let got = fast.rx.recv().await.expect("delta");
+            assert_eq!(
+                (got.packet.sequence_number, got.discontinuity),
+                (seq, false)
+            );
+        }
+        assert!(slow.dropped.load(Ordering::Relaxed) >= 10);
+        // Once the slow viewer has room again it resumes at a keyframe, marked as a gap.
+        while slow.rx.try_recv().is_ok() {}
+        publisher.publish(MediaKind::Video, &vp8(2000, false));
+        assert!(
+            slow.rx.try_recv().is_err(),
+            "a delta frame after a drop is held back"
+        );
+        publisher.publish(MediaKind::Video, &vp8(2001, true));
+        let resumed = slow.rx.try_recv().expect("keyframe after the gap");
+        assert_eq!(
+            (resumed.packet.sequence_number, resumed.discontinuity),
+            (2001, true)
+        );
+        // The recorder ends: viewers see the end, the hub forgets the channel.
+        drop(publisher);
+        while fast.rx.try_recv().is_ok() {}
+        assert!(fast.rx.recv().await.is_none());
+        assert!(hub.find("s1").is_none());
+        assert!(channel.subscribe().is_none());
+    }
+
+    #[tokio::test]
+    async fn keyframe_requests_from_many_viewers_are_one_pli_per_interval() {
+        let hub = LiveHub::default();
+        let mut publisher = hub.open("s1", "r1", Codec::H264);
+        let channel = hub.find("s1").expect("open");
+        for _ in 0..5 {
+            channel.want_keyframe();
+        }
+        let t0 = TokioInstant::now();
+        publisher.keyframe_wanted().await;
+        channel.want_keyframe();
+        channel.want_keyframe();
+        publisher.keyframe_wanted().await;
+        assert!(
+            t0.elapsed() >= KEYFRAME_REQUEST_INTERVAL,
+            "the second request waits for the interval"
+        );
+        // The five and the two were one request each: nothing is pending now.
+        let pending =
+            tokio::time::timeout(Duration::from_millis(500), publisher.keyframe_wanted()).await;
+        assert!(pending.is_err());
+        // The recorder's own PLI counts: a request right after it waits too.
+        publisher.keyframe_requested();
+        let t1 = TokioInstant::now();
+        channel.want_keyframe();
+        publisher.keyframe_wanted().await;
+        assert!(t1.elapsed() >= KEYFRAME_REQUEST_INTERVAL - Duration::from_millis(5));
+    }
+}
