@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/bootstrap.sh
 
-# Chromium for Playwright (never `npx playwright install`), ffmpeg/ffprobe for media checks.
-apt_install chromium ffmpeg
+# Chromium for Playwright (never `npx playwright install`), ffmpeg/ffprobe for media checks,
+# curl for the interop script.
+apt_install chromium ffmpeg curl
 if [ ! -d end2end/node_modules/@playwright/test ]; then
   say "installing end-to-end test dependencies"
   (cd end2end && npm ci --silent --no-audit --no-fund)
@@ -23,6 +24,11 @@ SOAK_OUT="$(mktemp -d)"
 target/debug/loadgen soak --seconds 30 --server-bin target/debug/pion-the-sky \
   --out "$SOAK_OUT/soak-smoke.json"
 rm -rf "$SOAK_OUT"
+
+# Independent clients (FFmpeg's WHIP muxer, aiortc WHIP and WHEP) against the debug server;
+# their Python packages (wheels from PyPI) go to a venv in the tools cache.
+say "interop (FFmpeg WHIP, aiortc WHIP/WHEP)"
+PION_BIN=target/debug/pion-the-sky interop/run.sh
 
 say "end-to-end (release build + Playwright)"
 E2E_DATA="$(mktemp -d)"

@@ -14,6 +14,8 @@
 //! session, loop and wait is bounded; the report (JSON) goes to stdout and `--out`.
 #[path = "loadgen/fixture.rs"]
 mod fixture;
+#[path = "loadgen/live.rs"]
+mod live;
 #[path = "loadgen/procfs.rs"]
 mod procfs;
 #[path = "loadgen/server.rs"]
@@ -67,6 +69,20 @@ enum Cmd {
     /// RSS, fds and threads; exits non-zero if a session failed or the server died.
     #[command(mut_arg("settle_seconds", |a| a.default_value("15")))]
     Soak(SoakArgs),
+    /// One recorder (over WHIP) and N viewers watching it live: latency, join time, CPU per
+    /// viewer.
+    Live(LiveArgs),
+}
+
+#[derive(Args, Debug)]
+struct LiveArgs {
+    #[arg(long, default_value_t = 10)]
+    viewers: usize,
+    /// How long all viewers watch together.
+    #[arg(long, default_value_t = 20.0)]
+    seconds: f64,
+    #[command(flatten)]
+    common: Common,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -618,6 +634,12 @@ async fn run(cli: Cli) -> Result<Value, String> {
             soak::params(a),
             a.recorders + a.viewers + a.hostile_concurrency,
         ),
+        Cmd::Live(a) => (
+            "live",
+            a.common.clone(),
+            json!({"viewers": a.viewers, "seconds": a.seconds}),
+            a.viewers + 1,
+        ),
     };
     let codec = common.codec.codec();
     let fixture = Arc::new(Fixture::load(&common.fixtures, codec)?);
@@ -647,6 +669,11 @@ async fn run(cli: Cli) -> Result<Value, String> {
         // The soak has its own phases (baseline, load, settle) and report.
         if let Cmd::Soak(a) = &cli.cmd {
             return soak::run(a, &server, fixture.clone()).await;
+        }
+        if let Cmd::Live(a) = &cli.cmd {
+            let report =
+                live::run(addr, server.pid, fixture.clone(), a.viewers, a.seconds, ramp).await?;
+            return Ok(json!({ "scenario": "live", "params": params, "codec": common.codec.name(), "result": report, "ok": report["ok"] }));
         }
         // Seeding happens before the baseline is taken.
         match &cli.cmd {
@@ -760,7 +787,7 @@ async fn run(cli: Cli) -> Result<Value, String> {
                 out.unfinished = u;
                 out.max_concurrent = a.concurrency;
             }
-            Cmd::Soak(_) => unreachable!("the soak returned above"),
+            Cmd::Soak(_) | Cmd::Live(_) => unreachable!("the soak and live returned above"),
         }
         let active_wall = measure.t0.elapsed().as_secs_f64();
         let server_cpu = measure.server_cpu();
@@ -869,6 +896,7 @@ fn main() {
         Cmd::Mixed(a) => a.common.out.clone(),
         Cmd::Churn(a) => a.common.out.clone(),
         Cmd::Soak(a) => a.common.out.clone(),
+        Cmd::Live(a) => a.common.out.clone(),
     };
     let workers = match &cli.cmd {
         Cmd::Record(a) => a.common.workers,
@@ -876,6 +904,7 @@ fn main() {
         Cmd::Mixed(a) => a.common.workers,
         Cmd::Churn(a) => a.common.workers,
         Cmd::Soak(a) => a.common.workers,
+        Cmd::Live(a) => a.common.workers,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers.max(1))

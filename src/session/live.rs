@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use tokio::time::Instant as TokioInstant;
 
-use app::protocol::{NowPlaying, SessionDescription, SessionPhase, SessionState};
+use app::protocol::{NowPlaying, RecordingMeta, SessionDescription, SessionPhase, SessionState};
 use media::forward::{Rewriter, starts_keyframe};
 use media::rtp::RtpPacket;
 use media::{Codec, MediaKind};
@@ -60,6 +60,8 @@ pub struct Channel {
     pub session: String,
     /// The recording's id in the store.
     pub recording: String,
+    /// Its name when it started.
+    pub name: String,
     pub video: Codec,
     subscribers: Mutex<Vec<Subscriber>>,
     count: AtomicUsize,
@@ -149,10 +151,11 @@ impl LiveHub {
     }
 
     /// Opens the channel of a recording session; it closes when the publisher is dropped.
-    pub fn open(&self, session: &str, recording: &str, video: Codec) -> Publisher {
+    pub fn open(&self, session: &str, recording: &RecordingMeta, video: Codec) -> Publisher {
         let channel = Arc::new(Channel {
             session: session.to_owned(),
-            recording: recording.to_owned(),
+            recording: recording.id.clone(),
+            name: recording.name.clone(),
             video,
             subscribers: Mutex::new(Vec::new()),
             count: AtomicUsize::new(0),
@@ -370,7 +373,7 @@ pub async fn run(
         &out,
         Event::NowPlaying(NowPlaying {
             id: channel.recording.clone(),
-            name: String::new(),
+            name: channel.name.clone(),
             index: 0,
             count: 1,
         }),
@@ -467,6 +470,15 @@ mod tests {
         }
     }
 
+    fn meta(id: &str) -> RecordingMeta {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "name": "n", "created": "", "duration_ms": 0, "video_codec": "vp8",
+            "width": 0, "height": 0, "video_frames": 0, "audio": true, "audio_frames": 0,
+            "bytes": 0, "state": "recording", "container": "webm"
+        }))
+        .expect("meta")
+    }
+
     fn opus(seq: u16) -> RtpPacket {
         RtpPacket {
             payload_type: 111,
@@ -478,7 +490,7 @@ mod tests {
     #[tokio::test]
     async fn a_viewer_starts_at_a_keyframe_and_a_full_queue_drops_to_the_next() {
         let hub = LiveHub::default();
-        let publisher = hub.open("s1", "r1", Codec::Vp8);
+        let publisher = hub.open("s1", &meta("r1"), Codec::Vp8);
         assert!(hub.find("s1").is_some() && hub.find("r1").is_some());
         let channel = hub.find("s1").expect("open");
         let mut fast = channel.subscribe().expect("open channel");
@@ -527,7 +539,7 @@ mod tests {
     #[tokio::test]
     async fn keyframe_requests_from_many_viewers_are_one_pli_per_interval() {
         let hub = LiveHub::default();
-        let mut publisher = hub.open("s1", "r1", Codec::H264);
+        let mut publisher = hub.open("s1", &meta("r1"), Codec::H264);
         let channel = hub.find("s1").expect("open");
         for _ in 0..5 {
             channel.want_keyframe();

@@ -79,7 +79,7 @@ pub async fn run(
     tracing::info!(id = %open.meta.id, session = %registration.id, ?video, "recording session started");
     registration.progress.set_recording(&open.meta.id);
     // Viewers can watch from now on; the channel closes when this session ends.
-    let publisher = state.live.open(&registration.id, &open.meta.id, video);
+    let publisher = state.live.open(&registration.id, &open.meta, video);
     tell(&out, Event::Answer(answer, Some(peer.trickle())));
     let _ = state.changes.send(());
 

@@ -211,7 +211,8 @@ fn fail(ui: PlayUi, text: String) {
 }
 
 /// Play: a new receive-only peer connection, offered to the server with the selection.
-pub fn play(ui: PlayUi, recordings: Option<Vec<String>>, looping: bool) {
+/// `live`: watch that recording in progress instead (`recordings` and `looping` are unused).
+pub fn play(ui: PlayUi, recordings: Option<Vec<String>>, looping: bool, live: Option<String>) {
     if !ui.connected.get_untracked() || ui.phase.get_untracked() != PlayPhase::Idle {
         return;
     }
@@ -245,13 +246,14 @@ pub fn play(ui: PlayUi, recordings: Option<Vec<String>>, looping: bool) {
     let (ice, conn) = peer_states(&pc);
     ui.ice.set(ice);
     ui.peer.set(conn);
-    let what = match &recordings {
-        Some(ids) => ids
+    let what = match (&live, &recordings) {
+        (Some(id), _) => format!("the live recording {}", recording_name(ui, id)),
+        (None, Some(ids)) => ids
             .iter()
             .map(|id| recording_name(ui, id))
             .collect::<Vec<_>>()
             .join(", "),
-        None => "all recordings".into(),
+        (None, None) => "all recordings".into(),
     };
     ui.log.info(format!(
         "Play {what}{}: creating the offer and gathering ICE candidates…",
@@ -271,10 +273,13 @@ pub fn play(ui: PlayUi, recordings: Option<Vec<String>>, looping: bool) {
             move || current_peer_id() == Some(peer_id),
             move |e| fail(ui, e),
             move |offer| {
-                let msg = ClientMessage::Play {
-                    offer,
-                    looping,
-                    recordings,
+                let msg = match live {
+                    Some(live) => ClientMessage::Watch { offer, live },
+                    None => ClientMessage::Play {
+                        offer,
+                        looping,
+                        recordings,
+                    },
                 };
                 with(|p| p.socket.as_ref().map(|s| s.send(&msg.to_json())))
             },

@@ -336,7 +336,18 @@ fn RecordingRow(
                 <span class=format!("badge {state_class}")>{state_text}</span>
             </td>
             <td class="actions">
-                {if playable {
+                {if meta.state == RecordingState::Recording {
+                    view! {
+                        <a
+                            class="btn small primary live"
+                            data-testid="watch-live"
+                            href=format!("/play?live={id}")
+                        >
+                            "● Watch live"
+                        </a>
+                    }
+                        .into_any()
+                } else if playable {
                     view! {
                         <a
                             class="btn small primary"

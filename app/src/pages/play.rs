@@ -7,7 +7,7 @@ use leptos_router::hooks::use_query_map;
 use super::common::{
     CodecList, ErrorBanner, LinkFacts, Log, LogPanel, SdpPanel, SocketState, format_duration,
 };
-use crate::protocol::{NowPlaying, RecordingMeta};
+use crate::protocol::{NowPlaying, RecordingMeta, RecordingState};
 use crate::server_fns::list_recordings;
 
 /// Where playback is.
@@ -73,12 +73,27 @@ impl PlayUi {
     }
 }
 
+/// The picker's value for a recording in progress: watch it live.
+const LIVE_PREFIX: &str = "live:";
+
+fn option_value(m: &RecordingMeta) -> String {
+    if m.state == RecordingState::Recording {
+        format!("{LIVE_PREFIX}{}", m.id)
+    } else {
+        m.id.clone()
+    }
+}
+
 #[component]
 pub fn PlayPage() -> impl IntoView {
     let ui = PlayUi::new();
     let query = use_query_map();
-    // "" = all recordings.
-    let selected = RwSignal::new(query.read_untracked().get("recording").unwrap_or_default());
+    // "" = all recordings; "live:<id>" = a recording in progress (`?live=<id>`).
+    let initial = match query.read_untracked().get("live") {
+        Some(live) if !live.is_empty() => format!("{LIVE_PREFIX}{live}"),
+        _ => query.read_untracked().get("recording").unwrap_or_default(),
+    };
+    let selected = RwSignal::new(initial);
     let looping = RwSignal::new(selected.get_untracked().is_empty());
     let refresh = RwSignal::new(0u32);
     let list = Resource::new(move || refresh.get(), |_| list_recordings());
@@ -102,12 +117,13 @@ pub fn PlayPage() -> impl IntoView {
     };
     let play = move |_| {
         let choice = selected.get_untracked();
-        let recordings = (!choice.is_empty()).then(|| vec![choice]);
-        let looping = looping.get_untracked();
+        let live = choice.strip_prefix(LIVE_PREFIX).map(str::to_owned);
+        let recordings = (!choice.is_empty() && live.is_none()).then(|| vec![choice]);
+        let looping = looping.get_untracked() && live.is_none();
         #[cfg(feature = "hydrate")]
-        crate::client::play::play(ui, recordings, looping);
+        crate::client::play::play(ui, recordings, looping, live);
         #[cfg(not(feature = "hydrate"))]
-        let _ = (recordings, looping);
+        let _ = (recordings, looping, live);
     };
     let stop = move |_| {
         #[cfg(feature = "hydrate")]
@@ -144,7 +160,7 @@ pub fn PlayPage() -> impl IntoView {
         list.get().and_then(Result::ok).map(|items| {
             items
                 .into_iter()
-                .filter(RecordingMeta::playable)
+                .filter(|m| m.playable() || m.state == RecordingState::Recording)
                 .collect::<Vec<_>>()
         })
     };
@@ -245,9 +261,9 @@ pub fn PlayPage() -> impl IntoView {
                 {move || {
                     let items = playable().unwrap_or_default();
                     let count = items.len();
-                    // A preselected id (from ?recording=) that is not playable (yet).
+                    // A preselected id (from ?recording= or ?live=) that is not playable (yet).
                     let wanted = selected.get_untracked();
-                    let missing = (!wanted.is_empty() && !items.iter().any(|m| m.id == wanted))
+                    let missing = (!wanted.is_empty() && !items.iter().any(|m| option_value(m) == wanted))
                         .then(|| {
                             let label = format!("{wanted} (not available)");
                             view! {
@@ -274,11 +290,16 @@ pub fn PlayPage() -> impl IntoView {
                             {items
                                 .into_iter()
                                 .map(|m| {
-                                    let id = m.id.clone();
-                                    let id2 = m.id.clone();
+                                    let id = option_value(&m);
+                                    let id2 = id.clone();
+                                    let label = if m.state == RecordingState::Recording {
+                                        format!("● Live now: {}", m.name)
+                                    } else {
+                                        format!("{} ({})", m.name, format_duration(m.duration_ms))
+                                    };
                                     view! {
                                         <option value=id selected=move || selected.get() == id2>
-                                            {format!("{} ({})", m.name, format_duration(m.duration_ms))}
+                                            {label}
                                         </option>
                                     }
                                 })
