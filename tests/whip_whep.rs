@@ -1,5 +1,6 @@
 //! WHIP ingest, WHEP playback and live viewing against a real server, with in-process
 //! webrtc-rs clients; and every error the protocols define.
+#![allow(clippy::type_complexity)] // test tables
 mod common;
 
 use std::time::Duration;

@@ -130,7 +130,7 @@ pub async fn publish(
     };
     let offer = match offer_of(&headers, &body) {
         Ok(offer) => offer,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let request = Request::Record {
         offer: offer.clone(),
@@ -179,7 +179,7 @@ async fn view(
     };
     let offer = match offer_of(&headers, &body) {
         Ok(offer) => offer,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let request = Request::Play {
         offer: offer.clone(),
@@ -199,7 +199,7 @@ pub async fn view_live(
 ) -> Response {
     let offer = match offer_of(&headers, &body) {
         Ok(offer) => offer,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let request = Request::Watch {
         offer: offer.clone(),
@@ -209,7 +209,7 @@ pub async fn view_live(
 }
 
 /// The offer in a POST body, or the response that refuses it.
-fn offer_of(headers: &HeaderMap, body: &Bytes) -> Result<SessionDescription, Response> {
+fn offer_of(headers: &HeaderMap, body: &Bytes) -> Result<SessionDescription, Box<Response>> {
     if !content_type_is(headers, SDP) {
         let mut response = plain(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -218,25 +218,25 @@ fn offer_of(headers: &HeaderMap, body: &Bytes) -> Result<SessionDescription, Res
         response
             .headers_mut()
             .insert("accept-post", HeaderValue::from_static(SDP));
-        return Err(response);
+        return Err(Box::new(response));
     }
     if body.len() > MAX_MESSAGE_BYTES {
-        return Err(plain(
+        return Err(Box::new(plain(
             StatusCode::PAYLOAD_TOO_LARGE,
             "the offer is larger than 1 MiB",
-        ));
+        )));
     }
     let Ok(sdp) = std::str::from_utf8(body) else {
-        return Err(plain(
+        return Err(Box::new(plain(
             StatusCode::BAD_REQUEST,
             "the offer is not UTF-8 text",
-        ));
+        )));
     };
     if !sdp.trim_start().starts_with("v=0") {
-        return Err(plain(
+        return Err(Box::new(plain(
             StatusCode::BAD_REQUEST,
             "the offer is not an SDP session description (it must start with v=0)",
-        ));
+        )));
     }
     Ok(SessionDescription {
         kind: SdpKind::Offer,
@@ -723,6 +723,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::type_complexity)] // a test table
     fn fragments_table() {
         let ok: &[(&str, &str, Option<&str>, &[(&str, Option<&str>)])] = &[
             (
