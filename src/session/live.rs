@@ -169,6 +169,7 @@ impl LiveHub {
             channel,
             last_request: None,
             pending_request: false,
+            answered: true,
         }
     }
 
@@ -196,15 +197,22 @@ pub struct Publisher {
     channel: Arc<Channel>,
     last_request: Option<TokioInstant>,
     pending_request: bool,
+    /// A keyframe came since the last request: that request was answered, so a viewer that
+    /// missed that keyframe may ask again at once.
+    answered: bool,
 }
 
 impl Publisher {
     /// Hands one received packet to every viewer, without waiting.
-    pub fn publish(&self, kind: MediaKind, packet: &RtpPacket) {
+    pub fn publish(&mut self, kind: MediaKind, packet: &RtpPacket) {
+        let video = self.channel.video;
+        // Only looked for while a request is open: one parse per video packet until then.
+        if kind == MediaKind::Video && !self.answered && starts_keyframe(video, &packet.payload) {
+            self.answered = true;
+        }
         if self.channel.viewers() == 0 {
             return;
         }
-        let video = self.channel.video;
         let mut lost_video = false;
         let mut subs = self.channel.lock();
         subs.retain_mut(|sub| {
@@ -253,18 +261,20 @@ impl Publisher {
         }
     }
 
-    /// Resolves when a viewer wants a keyframe and the recorder may send a PLI now. A request
-    /// inside [`KEYFRAME_REQUEST_INTERVAL`] of the last one is held until the interval is over.
+    /// Resolves when a viewer wants a keyframe and the recorder may send a PLI now. While the
+    /// last request is unanswered (no keyframe since), a new one waits until
+    /// [`KEYFRAME_REQUEST_INTERVAL`] after it: one PLI for all the viewers asking meanwhile.
     pub async fn keyframe_wanted(&mut self) {
         if !self.pending_request {
             self.channel.keyframe_wanted.notified().await;
             self.pending_request = true;
         }
-        if let Some(last) = self.last_request {
+        if let Some(last) = self.last_request
+            && !self.answered
+        {
             tokio::time::sleep_until(last + KEYFRAME_REQUEST_INTERVAL).await;
         }
-        self.pending_request = false;
-        self.last_request = Some(TokioInstant::now());
+        self.keyframe_requested();
     }
 
     /// Whether [`keyframe_wanted`](Self::keyframe_wanted) can resolve: someone watches, or a
@@ -275,7 +285,9 @@ impl Publisher {
 
     /// Note a keyframe request the recorder sent for its own reasons (it counts for viewers).
     pub fn keyframe_requested(&mut self) {
+        self.pending_request = false;
         self.last_request = Some(TokioInstant::now());
+        self.answered = false;
     }
 }
 
@@ -490,7 +502,7 @@ mod tests {
     #[tokio::test]
     async fn a_viewer_starts_at_a_keyframe_and_a_full_queue_drops_to_the_next() {
         let hub = LiveHub::default();
-        let publisher = hub.open("s1", &meta("r1"), Codec::Vp8);
+        let mut publisher = hub.open("s1", &meta("r1"), Codec::Vp8);
         assert!(hub.find("s1").is_some() && hub.find("r1").is_some());
         let channel = hub.find("s1").expect("open");
         let mut fast = channel.subscribe().expect("open channel");
@@ -563,5 +575,24 @@ mod tests {
         channel.want_keyframe();
         publisher.keyframe_wanted().await;
         assert!(t1.elapsed() >= KEYFRAME_REQUEST_INTERVAL - Duration::from_millis(5));
+        // Once a keyframe answered the last request, a viewer that missed it asks at once.
+        publisher.publish(
+            MediaKind::Video,
+            &RtpPacket {
+                payload_type: 102,
+                sequence_number: 1,
+                timestamp: 0,
+                ssrc: 1,
+                marker: true,
+                payload: bytes::Bytes::from_static(&[0x67, 0x42]),
+            },
+        );
+        let t2 = TokioInstant::now();
+        channel.want_keyframe();
+        publisher.keyframe_wanted().await;
+        assert!(
+            t2.elapsed() < KEYFRAME_REQUEST_INTERVAL,
+            "an answered request does not hold the next"
+        );
     }
 }
