@@ -86,6 +86,16 @@ pub struct Config {
     #[arg(long, env = "PION_UDP_PORT", default_value_t = 0)]
     pub udp_port: u16,
 
+    /// Forward every new recording as plain RTP to HOST:PORT (video on PORT, audio on PORT+2);
+    /// repeat or separate with commas. The address must pass `--forward-allow`.
+    #[arg(long, env = "PION_FORWARD_RTP", value_delimiter = ',')]
+    pub forward_rtp: Vec<std::net::SocketAddr>,
+
+    /// Networks RTP may be forwarded to (`10.0.0.0/8`, `192.0.2.7`); loopback always may.
+    /// Repeat or separate with commas.
+    #[arg(long, env = "PION_FORWARD_ALLOW", value_delimiter = ',', value_parser = parse_net)]
+    pub forward_allow: Vec<ipnet::IpNet>,
+
     /// STUN/TURN server URLs (none by default: nothing leaves the host unless asked).
     #[arg(long, env = "PION_ICE_SERVER", value_delimiter = ',')]
     pub ice_server: Vec<String>,
@@ -235,6 +245,14 @@ fn accepted_for(flag: &str) -> String {
         "bind" | "public-ip" | "ice-ip" => "an IP address such as 0.0.0.0 or 127.0.0.1".into(),
         _ => "see --help".into(),
     }
+}
+
+/// A network (`10.0.0.0/8`) or one address (`192.0.2.7`).
+fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{s:?} is neither an address nor a network like 10.0.0.0/8"))
 }
 
 #[cfg(test)]

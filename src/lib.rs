@@ -7,6 +7,7 @@ pub mod error;
 /// Entry points for the fuzz targets in `fuzz/` and the regression replay in `tests/`.
 #[doc(hidden)]
 pub mod fuzz;
+pub mod gateway;
 pub mod http;
 pub mod limits;
 pub mod metrics;
@@ -48,6 +49,8 @@ pub struct AppState {
     pub live: session::live::LiveHub,
     /// Sessions made over WHIP and WHEP, by their resource URL.
     pub resources: http::whip::Resources,
+    /// Live recordings forwarded as plain RTP (`gateway::forward`).
+    pub forwards: gateway::forward::Forwards,
     /// Who may do what (`--token`, `--private`, `--trust-loopback`, `--open`, hosts, origins).
     pub access: http::access::Access,
     /// The token made at start (the server listens beyond loopback and none was set), to
@@ -138,6 +141,16 @@ impl AppState {
             udp_port: config.udp_port,
             ice_servers: config.ice_server.clone(),
         })?;
+        if let Some(to) = config
+            .forward_rtp
+            .iter()
+            .find(|to| !gateway::forward::allowed(to.ip(), &config.forward_allow))
+        {
+            return Err(format!(
+                "--forward-rtp {to}: the address is neither loopback nor in --forward-allow"
+            )
+            .into());
+        }
         let (changes, _) = tokio::sync::broadcast::channel(16);
         let beyond_loopback = !config.bind.is_loopback();
         let generated_token = match &config.token {
@@ -168,6 +181,7 @@ impl AppState {
             metrics: metrics::Metrics::new(),
             live: session::live::LiveHub::default(),
             resources: http::whip::Resources::default(),
+            forwards: gateway::forward::Forwards::default(),
             access,
             generated_token,
             config: Arc::new(config),

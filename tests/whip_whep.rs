@@ -571,3 +571,107 @@ async fn whip_needs_the_token_and_a_full_server_says_retry_after() {
     client.close().await;
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_whep_session_is_ended_only_through_its_own_url_and_cors_reaches_allowed_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(
+        dir.path(),
+        "vp8",
+        &["--allow-origin=https://player.example"],
+    )
+    .await;
+    let vp8 = record_fixture(&server, Codec::Vp8).await;
+    let (client, mut events, location) = view(&server, &format!("/whep/{}", vp8.id))
+        .await
+        .expect("201");
+    // Readers see session ids in /api/sessions; they do not name the WHEP resource.
+    let (_, _, body) = http_async(
+        server.addr,
+        "GET",
+        "/api/sessions".into(),
+        vec![],
+        String::new(),
+    )
+    .await;
+    let sessions: Vec<app::protocol::SessionInfo> = serde_json::from_slice(&body).unwrap();
+    assert_eq!(sessions.len(), 1);
+    let key = location.rsplit('/').next().unwrap();
+    assert_ne!(key, sessions[0].id);
+    assert!(key.len() >= 32, "an unguessable key: {key}");
+    let (status, _) = request(
+        &server,
+        "DELETE",
+        &format!("/whep/session/{}", sessions[0].id),
+        vec![],
+        "",
+    )
+    .await;
+    assert_eq!(status, 404);
+    // Trickle to a playback is taken too.
+    let candidate = "a=mid:0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\n";
+    let (status, head) = request(&server, "PATCH", &location, vec![FRAG], candidate).await;
+    assert_eq!(status, 204, "{head}");
+    assert!(
+        !video_packets(&mut events, 10, Duration::from_secs(10))
+            .await
+            .is_empty()
+    );
+    let (status, _) = request(&server, "DELETE", &location, vec![], "").await;
+    assert_eq!(status, 200);
+    client.close().await;
+
+    // An allowed page reads answers and errors alike (and the headers it needs); another does not.
+    let allowed = ("Origin", "https://player.example");
+    for (headers, body, want) in [
+        (vec![allowed], "v=0\r\n".to_owned(), 415),
+        (vec![allowed, SDP], "hello".to_owned(), 400),
+    ] {
+        let (status, head, _) = post(&server, "/whep", headers, body).await;
+        assert_eq!(status, want);
+        assert_eq!(
+            header(&head, "access-control-allow-origin").as_deref(),
+            Some("https://player.example"),
+            "{head}"
+        );
+        assert!(
+            header(&head, "access-control-expose-headers")
+                .unwrap()
+                .contains("Location")
+        );
+    }
+    let (status, head) = request(
+        &server,
+        "OPTIONS",
+        "/whep",
+        vec![
+            allowed,
+            ("Access-Control-Request-Method", "POST"),
+            (
+                "Access-Control-Request-Headers",
+                "content-type, authorization",
+            ),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(status, 204);
+    assert_eq!(
+        header(&head, "access-control-allow-origin").as_deref(),
+        Some("https://player.example")
+    );
+    assert!(
+        header(&head, "access-control-allow-headers")
+            .unwrap()
+            .contains("Authorization")
+    );
+    let (_, head, _) = post(
+        &server,
+        "/whep",
+        vec![("Origin", "https://evil.example"), SDP],
+        "hello".into(),
+    )
+    .await;
+    assert_eq!(header(&head, "access-control-allow-origin"), None);
+    server.shutdown().await;
+}

@@ -419,6 +419,40 @@ pub enum SessionKind {
     Play,
 }
 
+/// `POST /api/sessions/{id}/forwards`: send a live recording as plain RTP to `host:port`
+/// (video on `port`, audio on `port + 2`; RTCP would be the next odd ports).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardRequest {
+    pub host: String,
+    pub port: u16,
+}
+
+/// One plain-RTP track of a forward: where it goes and how the receiver reads it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardTrack {
+    pub port: u16,
+    /// `h264`, `vp8` or `opus`.
+    pub codec: String,
+    pub payload_type: u8,
+    pub ssrc: u32,
+}
+
+/// A running forward, as `POST` and `GET /api/sessions/{id}/forwards` report it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardInfo {
+    /// Its number within the session (for `DELETE .../forwards/{n}` and `.../{n}/sdp`).
+    pub id: u64,
+    /// The recording session it forwards.
+    pub session: String,
+    pub host: String,
+    pub video: ForwardTrack,
+    pub audio: ForwardTrack,
+    /// Where the SDP a receiver reads is served.
+    pub sdp_url: String,
+    /// Packets sent so far.
+    pub packets: u64,
+}
+
 /// One live session, as listed by `GET /api/sessions`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionInfo {

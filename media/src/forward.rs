@@ -83,12 +83,17 @@ struct Mapped {
     source_ssrc: u32,
     seq_offset: u16,
     ts_offset: u32,
-    /// Source sequence number of the first packet after the last rebase: older packets
-    /// (late retransmissions of what was dropped) are not forwarded.
+    /// Packets before this source sequence number are not forwarded: it is the first packet
+    /// after the last rebase (older ones are late copies of what was dropped), trailing the
+    /// newest packet by at most [`FLOOR_LAG`] so that it never falls half the number space
+    /// behind (which would make every packet look older than it).
     floor: u16,
     last_out_seq: u16,
     last_out_ts: u32,
 }
+
+/// How far the floor may trail the newest packet (a reordering window far beyond any real one).
+const FLOOR_LAG: u16 = 0x1000;
 
 /// True when `a` comes before `b` in sequence-number order (RFC 3550 wrap-around).
 fn seq_before(a: u16, b: u16) -> bool {
@@ -160,9 +165,15 @@ impl Rewriter {
             _ => true,
         };
         self.state = Some(if newest {
+            let floor = if seq.wrapping_sub(mapped.floor) > FLOOR_LAG {
+                seq.wrapping_sub(FLOOR_LAG)
+            } else {
+                mapped.floor
+            };
             Mapped {
                 last_out_seq: out_seq,
                 last_out_ts: out_ts,
+                floor,
                 ..mapped
             }
         } else {
@@ -290,6 +301,24 @@ mod tests {
 
     /// (source ssrc, seq, ts, discontinuity) -> Some((out seq, out ts)) or None.
     type Step = (u32, u16, u32, bool, Option<(u16, u32)>);
+
+    /// A long healthy stream: every packet goes out, however many times the numbers wrap.
+    #[test]
+    fn a_long_stream_is_forwarded_whole() {
+        let mut r = Rewriter::new(1, 0, 0, 3000);
+        let mut expect = 0u16;
+        for i in 0..200_000u32 {
+            let seq = (i + 12_345) as u16;
+            let out = r.rewrite(&pkt(7, seq, i * 10), 96, false);
+            assert_eq!(out.map(|p| p.sequence_number), Some(expect), "packet {i}");
+            expect = expect.wrapping_add(1);
+        }
+        // A late packet from long ago is still refused; a reordered recent one is not.
+        assert!(
+            r.rewrite(&pkt(7, (200_000u32 + 12_345 - 3) as u16, 0), 96, false)
+                .is_some()
+        );
+    }
 
     #[test]
     fn rewrite_table() {

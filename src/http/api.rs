@@ -76,6 +76,62 @@ pub async fn stop_session(
     }
 }
 
+/// `POST /api/sessions/{id}/forwards`: forward a live recording as plain RTP.
+pub async fn start_forward(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Json<app::protocol::ForwardRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<(axum::http::StatusCode, Json<app::protocol::ForwardInfo>), ApiError> {
+    use crate::gateway::forward::ForwardError as E;
+    let Json(body) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    match state
+        .forwards
+        .start(&state, &id, &body.host, body.port)
+        .await
+    {
+        Ok(info) => Ok((axum::http::StatusCode::CREATED, Json(info))),
+        Err(e @ E::NoSuchSession(_)) => Err(ApiError::NotFound(e.to_string())),
+        Err(e @ E::NotAllowed(_)) => Err(ApiError::Forbidden(e.to_string())),
+        Err(e @ (E::BadHost(_) | E::BadPort(_))) => Err(ApiError::BadRequest(e.to_string())),
+        Err(e @ E::TooMany(_)) => Err(ApiError::Conflict(e.to_string())),
+        Err(e @ E::Socket(_)) => Err(ApiError::Internal(e.to_string())),
+    }
+}
+
+/// `GET /api/sessions/{id}/forwards`.
+pub async fn list_forwards(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Json<Vec<app::protocol::ForwardInfo>> {
+    Json(state.forwards.list(&id))
+}
+
+/// `DELETE /api/sessions/{id}/forwards/{n}`: 204, or 404.
+pub async fn stop_forward(
+    State(state): State<AppState>,
+    Path((id, n)): Path<(String, u64)>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    if state.forwards.stop(&id, n) {
+        Ok(axum::http::StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound(format!(
+            "no forward {n} on this session"
+        )))
+    }
+}
+
+/// `GET /api/sessions/{id}/forwards/{n}/sdp`: what the receiver reads.
+pub async fn forward_sdp(
+    State(state): State<AppState>,
+    Path((id, n)): Path<(String, u64)>,
+) -> Result<Response, ApiError> {
+    let sdp = state
+        .forwards
+        .sdp_of(&id, n)
+        .ok_or_else(|| ApiError::NotFound(format!("no forward {n} on this session")))?;
+    Ok(([(header::CONTENT_TYPE, "application/sdp")], sdp).into_response())
+}
+
 /// The media file, with its MIME type, Range and conditional requests (tower-http's ServeFile).
 pub async fn file(
     State(state): State<AppState>,

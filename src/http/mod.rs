@@ -24,6 +24,15 @@ pub fn routes() -> Router<AppState> {
             "/api/sessions/{id}",
             axum::routing::delete(api::stop_session),
         )
+        .route(
+            "/api/sessions/{id}/forwards",
+            get(api::list_forwards).post(api::start_forward),
+        )
+        .route(
+            "/api/sessions/{id}/forwards/{n}",
+            axum::routing::delete(api::stop_forward),
+        )
+        .route("/api/sessions/{id}/forwards/{n}/sdp", get(api::forward_sdp))
         .merge(whip_routes())
 }
 

@@ -61,10 +61,40 @@ impl Protocol {
         }
     }
 
-    fn location(self, id: &str) -> String {
+    fn location(self, key: &str) -> String {
         match self {
-            Protocol::Whip => format!("/whip/{id}"),
-            Protocol::Whep => format!("/whep/session/{id}"),
+            Protocol::Whip => format!("/whip/{key}"),
+            Protocol::Whep => format!("/whep/session/{key}"),
+        }
+    }
+
+    /// The key in the resource's URL. A WHIP session's is its session id: ending or patching
+    /// it is a write, which needs the token whenever one is set. A WHEP session's is a secret
+    /// of its own: ending a playback is a read, and session ids are listed to readers by
+    /// `GET /api/sessions`, so another reader must not be able to name it.
+    fn key(self, session: &str) -> String {
+        match self {
+            Protocol::Whip => session.to_owned(),
+            Protocol::Whep => {
+                let mut bytes = [0u8; 16];
+                match getrandom::fill(&mut bytes) {
+                    Ok(()) => bytes.iter().map(|b| format!("{b:02x}")).collect(),
+                    // No OS randomness: fall back to the session id (readers could end it).
+                    Err(_) => session.to_owned(),
+                }
+            }
+        }
+    }
+}
+
+/// Stops a session whose POST was abandoned (the client went away before the answer): it
+/// must not run on without a resource until the connect timeout.
+struct StopUnlessKept(Option<CancellationToken>);
+
+impl Drop for StopUnlessKept {
+    fn drop(&mut self) {
+        if let Some(stop) = self.0.take() {
+            stop.cancel();
         }
     }
 }
@@ -120,24 +150,28 @@ pub async fn publish(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Ok(Query(query)) = query else {
-        return plain(StatusCode::BAD_REQUEST, "the query string is not valid");
-    };
-    let name = match query.name.as_deref().map(crate::store::validate_name) {
-        None => None,
-        Some(Ok(name)) => Some(name),
-        Some(Err(e)) => return plain(StatusCode::BAD_REQUEST, &e.to_string()),
-    };
-    let offer = match offer_of(&headers, &body) {
-        Ok(offer) => offer,
-        Err(response) => return *response,
-    };
-    let request = Request::Record {
-        offer: offer.clone(),
-        name,
-        video: VideoChoice::OfferPreference,
-    };
-    create(&state, peer, Protocol::Whip, request, &offer, &headers).await
+    let response = async {
+        let Ok(Query(query)) = query else {
+            return plain(StatusCode::BAD_REQUEST, "the query string is not valid");
+        };
+        let name = match query.name.as_deref().map(crate::store::validate_name) {
+            None => None,
+            Some(Ok(name)) => Some(name),
+            Some(Err(e)) => return plain(StatusCode::BAD_REQUEST, &e.to_string()),
+        };
+        let offer = match offer_of(&headers, &body) {
+            Ok(offer) => offer,
+            Err(response) => return *response,
+        };
+        let request = Request::Record {
+            offer: offer.clone(),
+            name,
+            video: VideoChoice::OfferPreference,
+        };
+        create(&state, peer, Protocol::Whip, request, &offer, &headers).await
+    }
+    .await;
+    with_cors(&state, &headers, response)
 }
 
 /// `POST /whep`: every recording, oldest first.
@@ -171,22 +205,29 @@ async fn view(
     body: Bytes,
     recording: Option<String>,
 ) -> Response {
-    let Ok(Query(query)) = query else {
-        return plain(
-            StatusCode::BAD_REQUEST,
-            "the query string is not valid (loop=true or loop=false)",
-        );
-    };
-    let offer = match offer_of(&headers, &body) {
-        Ok(offer) => offer,
-        Err(response) => return *response,
-    };
-    let request = Request::Play {
-        offer: offer.clone(),
-        looping: query.looping.unwrap_or(true),
-        recordings: recording.map(|id| vec![id]),
-    };
-    create(&state, peer, Protocol::Whep, request, &offer, &headers).await
+    let response = async {
+        let Ok(Query(query)) = query else {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                "the query string is not valid (loop=true or loop=false)",
+            );
+        };
+        let offer = match offer_of(&headers, &body) {
+            Ok(offer) => offer,
+            Err(response) => return *response,
+        };
+        // Everything loops by default (a channel, as /ws PLAY does); one recording plays once,
+        // as the play page does.
+        let looping = query.looping.unwrap_or(recording.is_none());
+        let request = Request::Play {
+            offer: offer.clone(),
+            looping,
+            recordings: recording.map(|id| vec![id]),
+        };
+        create(&state, peer, Protocol::Whep, request, &offer, &headers).await
+    }
+    .await;
+    with_cors(&state, &headers, response)
 }
 
 /// `POST /whep/live/{session}`: a recording in progress.
@@ -197,15 +238,19 @@ pub async fn view_live(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let offer = match offer_of(&headers, &body) {
-        Ok(offer) => offer,
-        Err(response) => return *response,
-    };
-    let request = Request::Watch {
-        offer: offer.clone(),
-        target,
-    };
-    create(&state, peer, Protocol::Whep, request, &offer, &headers).await
+    let response = async {
+        let offer = match offer_of(&headers, &body) {
+            Ok(offer) => offer,
+            Err(response) => return *response,
+        };
+        let request = Request::Watch {
+            offer: offer.clone(),
+            target,
+        };
+        create(&state, peer, Protocol::Whep, request, &offer, &headers).await
+    }
+    .await;
+    with_cors(&state, &headers, response)
 }
 
 /// The offer in a POST body, or the response that refuses it.
@@ -254,7 +299,9 @@ async fn create(
     headers: &HeaderMap,
 ) -> Response {
     let (tx, mut events) = mpsc::channel(64);
-    let mut handle = match session::start(state, peer.ip(), request, tx) {
+    let handle = session::start(state, peer.ip(), request, tx);
+    let mut guard = StopUnlessKept(handle.as_ref().ok().map(|h| h.stop_token()));
+    let mut handle = match handle {
         Ok(handle) => handle,
         Err(e) => {
             let status = match e {
@@ -310,14 +357,16 @@ async fn create(
         }
     };
     let id = handle.id.clone();
+    let key = protocol.key(&id);
     let etag = format!(
         "\"{:08x}{:08x}\"",
         session::play::rand_u32(),
         session::play::rand_u32()
     );
     let (done_tx, done) = watch::channel(false);
+    guard.0 = None;
     state.resources.lock().insert(
-        id.clone(),
+        key.clone(),
         Resource {
             protocol,
             stop: handle.stop_token(),
@@ -331,6 +380,7 @@ async fn create(
     // channel closes the session has concluded: the resource goes.
     let resources = state.resources.clone();
     let session_id = id.clone();
+    let resource_key = key.clone();
     state.tasks.spawn(async move {
         while let Some(event) = events.recv().await {
             match event {
@@ -342,14 +392,14 @@ async fn create(
             }
         }
         handle.finished().await;
-        resources.lock().remove(&session_id);
+        resources.lock().remove(&resource_key);
         let _ = done_tx.send(true);
     });
     tracing::info!(session = %id, protocol = protocol.name(), "session created");
     let mut response = (StatusCode::CREATED, answer.sdp).into_response();
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDP));
-    if let Ok(v) = HeaderValue::from_str(&protocol.location(&id)) {
+    if let Ok(v) = HeaderValue::from_str(&protocol.location(&key)) {
         h.insert(header::LOCATION, v);
     }
     if let Ok(v) = HeaderValue::from_str(&etag) {
@@ -481,8 +531,9 @@ async fn patch_inner(
             "ICE restarts are not supported: end the session and start a new one",
         );
     }
+    // Strong comparison (RFC 9110 §13.1.1): a weak tag never matches.
     if let Some(tag) = if_match
-        && !tag.split(',').any(|t| strip_weak(t.trim()) == etag)
+        && !tag.split(',').any(|t| t.trim() == etag)
     {
         return plain(
             StatusCode::PRECONDITION_FAILED,
@@ -503,10 +554,14 @@ async fn patch_inner(
         );
     }
     let Some(trickle) = trickle else {
-        return plain(
+        let mut response = plain(
             StatusCode::METHOD_NOT_ALLOWED,
             "this session does not take trickled candidates",
         );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("OPTIONS, DELETE"));
+        return response;
     };
     let candidates: Vec<RemoteCandidate> = fragment
         .candidates
@@ -594,7 +649,9 @@ fn with_cors(state: &AppState, headers: &HeaderMap, mut response: Response) -> R
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
         h.insert(
             header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static("Location, ETag, Link, Accept-Patch, Retry-After"),
+            HeaderValue::from_static(
+                "Location, ETag, Link, Accept-Patch, Accept-Post, Retry-After",
+            ),
         );
         h.insert(header::VARY, HeaderValue::from_static("Origin"));
     }
@@ -616,10 +673,6 @@ fn content_type_is(headers: &HeaderMap, want: &str) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case(want))
-}
-
-fn strip_weak(tag: &str) -> &str {
-    tag.strip_prefix("W/").unwrap_or(tag)
 }
 
 /// The first `a=ice-ufrag` of an SDP.
@@ -802,7 +855,5 @@ mod tests {
             Some("abcd")
         );
         assert_eq!(ice_ufrag("v=0\r\n"), None);
-        assert_eq!(strip_weak("W/\"x\""), "\"x\"");
-        assert_eq!(strip_weak("\"x\""), "\"x\"");
     }
 }

@@ -4,9 +4,9 @@
 //! receives to [`Publisher::publish`] before it depacketizes it, so viewers never wait for the
 //! file. Each viewer has a bounded queue of its own; `publish` never waits: a viewer whose
 //! queue is full loses video up to the next keyframe (and audio until it has room again), so a
-//! slow viewer slows neither the recorder nor the other viewers. A viewer that joins, or that
-//! lost video, asks the recorder for a keyframe; the recorder sends at most one PLI per
-//! [`KEYFRAME_REQUEST_INTERVAL`] for all of them together.
+//! slow viewer slows neither the recorder nor the other viewers. A viewer that joins, that
+//! lost video, or that sends a PLI/FIR asks the recorder for a keyframe; the recorder sends at
+//! most one PLI per [`KEYFRAME_REQUEST_INTERVAL`] for all of them together.
 //!
 //! The viewer's task ([`run`]) rewrites each packet for its connection (SSRC, sequence
 //! number, timestamp, payload type: [`media::forward::Rewriter`]).
@@ -169,7 +169,6 @@ impl LiveHub {
             channel,
             last_request: None,
             pending_request: false,
-            answered: true,
         }
     }
 
@@ -195,24 +194,18 @@ impl LiveHub {
 pub struct Publisher {
     hub: LiveHub,
     channel: Arc<Channel>,
+    /// When the last PLI for viewers went out.
     last_request: Option<TokioInstant>,
     pending_request: bool,
-    /// A keyframe came since the last request: that request was answered, so a viewer that
-    /// missed that keyframe may ask again at once.
-    answered: bool,
 }
 
 impl Publisher {
     /// Hands one received packet to every viewer, without waiting.
-    pub fn publish(&mut self, kind: MediaKind, packet: &RtpPacket) {
-        let video = self.channel.video;
-        // Only looked for while a request is open: one parse per video packet until then.
-        if kind == MediaKind::Video && !self.answered && starts_keyframe(video, &packet.payload) {
-            self.answered = true;
-        }
+    pub fn publish(&self, kind: MediaKind, packet: &RtpPacket) {
         if self.channel.viewers() == 0 {
             return;
         }
+        let video = self.channel.video;
         let mut lost_video = false;
         let mut subs = self.channel.lock();
         subs.retain_mut(|sub| {
@@ -261,33 +254,27 @@ impl Publisher {
         }
     }
 
-    /// Resolves when a viewer wants a keyframe and the recorder may send a PLI now. While the
-    /// last request is unanswered (no keyframe since), a new one waits until
-    /// [`KEYFRAME_REQUEST_INTERVAL`] after it: one PLI for all the viewers asking meanwhile.
+    /// Resolves when a viewer wants a keyframe and the recorder may send a PLI now: at most one
+    /// per [`KEYFRAME_REQUEST_INTERVAL`] for all viewers together, whatever they ask (a viewer
+    /// that sends PLIs without pause must not make the recorder send nothing but keyframes).
+    /// The recorder's own periodic PLIs do not count: a viewer joining right after one would
+    /// otherwise wait the whole interval.
     pub async fn keyframe_wanted(&mut self) {
         if !self.pending_request {
             self.channel.keyframe_wanted.notified().await;
             self.pending_request = true;
         }
-        if let Some(last) = self.last_request
-            && !self.answered
-        {
+        if let Some(last) = self.last_request {
             tokio::time::sleep_until(last + KEYFRAME_REQUEST_INTERVAL).await;
         }
-        self.keyframe_requested();
+        self.pending_request = false;
+        self.last_request = Some(TokioInstant::now());
     }
 
     /// Whether [`keyframe_wanted`](Self::keyframe_wanted) can resolve: someone watches, or a
     /// request is held. The recorder polls it only then (it is in its per-packet loop).
     pub fn active(&self) -> bool {
         self.pending_request || self.channel.viewers() > 0
-    }
-
-    /// Note a keyframe request the recorder sent for its own reasons (it counts for viewers).
-    pub fn keyframe_requested(&mut self) {
-        self.pending_request = false;
-        self.last_request = Some(TokioInstant::now());
-        self.answered = false;
     }
 }
 
@@ -363,7 +350,7 @@ pub async fn run(
         return EndReason::Error;
     };
     let audio_pt = pt_of(Codec::Opus);
-    tell(&out, Event::Answer(answer, None));
+    tell(&out, Event::Answer(answer, Some(peer.trickle())));
     registration.progress.set_recording(&channel.recording);
     tracing::info!(session = %registration.id, recording = %channel.recording, "live viewer started");
     if let Err(reason) =
@@ -502,7 +489,7 @@ mod tests {
     #[tokio::test]
     async fn a_viewer_starts_at_a_keyframe_and_a_full_queue_drops_to_the_next() {
         let hub = LiveHub::default();
-        let mut publisher = hub.open("s1", &meta("r1"), Codec::Vp8);
+        let publisher = hub.open("s1", &meta("r1"), Codec::Vp8);
         assert!(hub.find("s1").is_some() && hub.find("r1").is_some());
         let channel = hub.find("s1").expect("open");
         let mut fast = channel.subscribe().expect("open channel");
@@ -569,30 +556,12 @@ mod tests {
         let pending =
             tokio::time::timeout(Duration::from_millis(500), publisher.keyframe_wanted()).await;
         assert!(pending.is_err());
-        // The recorder's own PLI counts: a request right after it waits too.
-        publisher.keyframe_requested();
+        // A viewer asking without pause still gets one PLI per interval.
         let t1 = TokioInstant::now();
-        channel.want_keyframe();
-        publisher.keyframe_wanted().await;
-        assert!(t1.elapsed() >= KEYFRAME_REQUEST_INTERVAL - Duration::from_millis(5));
-        // Once a keyframe answered the last request, a viewer that missed it asks at once.
-        publisher.publish(
-            MediaKind::Video,
-            &RtpPacket {
-                payload_type: 102,
-                sequence_number: 1,
-                timestamp: 0,
-                ssrc: 1,
-                marker: true,
-                payload: bytes::Bytes::from_static(&[0x67, 0x42]),
-            },
-        );
-        let t2 = TokioInstant::now();
-        channel.want_keyframe();
-        publisher.keyframe_wanted().await;
-        assert!(
-            t2.elapsed() < KEYFRAME_REQUEST_INTERVAL,
-            "an answered request does not hold the next"
-        );
+        for _ in 0..3 {
+            channel.want_keyframe();
+            publisher.keyframe_wanted().await;
+        }
+        assert!(t1.elapsed() >= KEYFRAME_REQUEST_INTERVAL * 3);
     }
 }

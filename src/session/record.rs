@@ -80,6 +80,16 @@ pub async fn run(
     registration.progress.set_recording(&open.meta.id);
     // Viewers can watch from now on; the channel closes when this session ends.
     let publisher = state.live.open(&registration.id, &open.meta, video);
+    // `--forward-rtp`: every recording goes to these services too.
+    for to in &state.config.forward_rtp {
+        if let Err(e) = state
+            .forwards
+            .start_to(&state, &state.live, &registration.id, *to)
+            .await
+        {
+            tracing::warn!(%to, error = %e, "RTP forward not started");
+        }
+    }
     tell(&out, Event::Answer(answer, Some(peer.trickle())));
     let _ = state.changes.send(());
 
@@ -328,8 +338,7 @@ impl Live<'_> {
         (end, None)
     }
 
-    async fn keyframe(&mut self) {
-        self.publisher.keyframe_requested();
+    async fn keyframe(&self) {
         self.metrics.plis_sent.inc();
         self.peer.request_keyframe().await;
     }

@@ -1,0 +1,358 @@
+//! RTP out: a live recording forwarded as plain RTP/UDP to an existing media service.
+//!
+//! A forward is a live viewer without WebRTC: it subscribes to the recording's channel in the
+//! [`LiveHub`](crate::session::live::LiveHub) (so it starts at a keyframe, asked of the
+//! recorder, and a slow network never slows the recorder), rewrites each packet to its own
+//! SSRC, sequence numbers and the payload types of its SDP ([`media::forward::Rewriter`]), and
+//! sends video to `port` and audio to `port + 2` (the next odd ports are RTCP's by RFC 3550
+//! convention; nothing is sent or read there). No SRTP: plain RTP is for trusted networks, so
+//! destinations must be loopback or inside `--forward-allow`, and the server cannot be made to
+//! send to anyone else.
+//!
+//! A forward ends when its recording ends, on `DELETE`, or at shutdown.
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use app::protocol::{ForwardInfo, ForwardTrack};
+use media::forward::Rewriter;
+use media::{Codec, MediaKind};
+use tokio_util::sync::CancellationToken;
+
+use crate::AppState;
+use crate::session::live::{Channel, LiveHub};
+
+/// Payload types of the forwarded tracks (what the SDP says).
+pub const VIDEO_PT: u8 = 96;
+pub const AUDIO_PT: u8 = 111;
+/// Most forwards one recording may have at once.
+pub const MAX_FORWARDS_PER_SESSION: usize = 8;
+
+/// Why a forward was not started; the text is for the API client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ForwardError {
+    #[error("no recording in progress has the session id {0}")]
+    NoSuchSession(String),
+    #[error(
+        "{0} is not an allowed forward destination: loopback, or a network given with \
+         --forward-allow"
+    )]
+    NotAllowed(IpAddr),
+    #[error("{0:?} is not an IP address")]
+    BadHost(String),
+    #[error(
+        "port {0} cannot take a forward: it needs an even port from 2 to 65532 (audio goes to port + 2)"
+    )]
+    BadPort(u16),
+    #[error("this recording already has {0} forwards")]
+    TooMany(usize),
+    #[error("could not open a UDP socket: {0}")]
+    Socket(String),
+}
+
+struct Entry {
+    info: ForwardInfo,
+    sdp: String,
+    stop: CancellationToken,
+    packets: Arc<AtomicU64>,
+}
+
+/// Every running forward, by recording session; cheap to clone.
+#[derive(Clone, Default)]
+pub struct Forwards {
+    inner: Arc<Mutex<BTreeMap<String, Vec<Entry>>>>,
+    next: Arc<AtomicU64>,
+}
+
+/// May the server send plain RTP to `ip`?
+pub fn allowed(ip: IpAddr, allow: &[ipnet::IpNet]) -> bool {
+    let ip = ip.to_canonical();
+    ip.is_loopback() || allow.iter().any(|net| net.contains(&ip))
+}
+
+fn codec_name(codec: Codec) -> &'static str {
+    match codec {
+        Codec::H264 => "h264",
+        Codec::Vp8 => "vp8",
+        Codec::Opus => "opus",
+    }
+}
+
+/// The SDP a receiver reads (`ffmpeg -protocol_whitelist file,udp,rtp -i forward.sdp`).
+pub fn sdp(host: IpAddr, video: Codec, video_port: u16, audio_port: u16) -> String {
+    let (family, addr) = match host {
+        IpAddr::V4(a) => ("IP4", a.to_string()),
+        IpAddr::V6(a) => ("IP6", a.to_string()),
+    };
+    let video_lines = match video {
+        Codec::H264 => format!(
+            "a=rtpmap:{VIDEO_PT} H264/90000\r\na=fmtp:{VIDEO_PT} packetization-mode=1;profile-level-id=42e01f\r\n"
+        ),
+        _ => format!("a=rtpmap:{VIDEO_PT} VP8/90000\r\n"),
+    };
+    format!(
+        "v=0\r\no=- 0 0 IN {family} {addr}\r\ns=pion-the-sky forward\r\nc=IN {family} {addr}\r\nt=0 0\r\n\
+         m=video {video_port} RTP/AVP {VIDEO_PT}\r\n{video_lines}a=recvonly\r\n\
+         m=audio {audio_port} RTP/AVP {AUDIO_PT}\r\na=rtpmap:{AUDIO_PT} opus/48000/2\r\na=recvonly\r\n"
+    )
+}
+
+impl Forwards {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<Entry>>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts forwarding the recording of `session` to `host:port`.
+    pub async fn start(
+        &self,
+        state: &AppState,
+        session: &str,
+        host: &str,
+        port: u16,
+    ) -> Result<ForwardInfo, ForwardError> {
+        let ip: IpAddr = host
+            .trim()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .map_err(|_| ForwardError::BadHost(host.chars().take(64).collect()))?;
+        self.start_to(state, &state.live, session, SocketAddr::new(ip, port))
+            .await
+    }
+
+    /// [`start`](Self::start) with a parsed destination.
+    pub async fn start_to(
+        &self,
+        state: &AppState,
+        hub: &LiveHub,
+        session: &str,
+        to: SocketAddr,
+    ) -> Result<ForwardInfo, ForwardError> {
+        if !allowed(to.ip(), &state.config.forward_allow) {
+            return Err(ForwardError::NotAllowed(to.ip()));
+        }
+        if to.port() < 2 || to.port() > 65532 || to.port() % 2 != 0 {
+            return Err(ForwardError::BadPort(to.port()));
+        }
+        let channel = hub
+            .find(session)
+            .filter(|c| c.session == session)
+            .ok_or_else(|| ForwardError::NoSuchSession(session.chars().take(64).collect()))?;
+        let held = self.lock().get(session).map_or(0, Vec::len);
+        if held >= MAX_FORWARDS_PER_SESSION {
+            return Err(ForwardError::TooMany(held));
+        }
+        let local: IpAddr = match to.ip() {
+            ip if ip.is_loopback() && ip.is_ipv4() => Ipv4Addr::LOCALHOST.into(),
+            ip if ip.is_loopback() => Ipv6Addr::LOCALHOST.into(),
+            IpAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+            IpAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+        };
+        let socket = tokio::net::UdpSocket::bind(SocketAddr::new(local, 0))
+            .await
+            .map_err(|e| ForwardError::Socket(e.to_string()))?;
+        let Some(sub) = channel.subscribe() else {
+            return Err(ForwardError::NoSuchSession(session.to_owned()));
+        };
+        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let video_ssrc = crate::session::play::rand_u32();
+        let audio_ssrc = crate::session::play::rand_u32();
+        let info = ForwardInfo {
+            id,
+            session: session.to_owned(),
+            host: to.ip().to_string(),
+            video: ForwardTrack {
+                port: to.port(),
+                codec: codec_name(channel.video).into(),
+                payload_type: VIDEO_PT,
+                ssrc: video_ssrc,
+            },
+            audio: ForwardTrack {
+                port: to.port() + 2,
+                codec: "opus".into(),
+                payload_type: AUDIO_PT,
+                ssrc: audio_ssrc,
+            },
+            sdp_url: format!("/api/sessions/{session}/forwards/{id}/sdp"),
+            packets: 0,
+        };
+        let stop = CancellationToken::new();
+        let packets = Arc::new(AtomicU64::new(0));
+        self.lock()
+            .entry(session.to_owned())
+            .or_default()
+            .push(Entry {
+                info: info.clone(),
+                sdp: sdp(to.ip(), channel.video, to.port(), to.port() + 2),
+                stop: stop.clone(),
+                packets: packets.clone(),
+            });
+        let run = Run {
+            socket,
+            video_to: to,
+            audio_to: SocketAddr::new(to.ip(), to.port() + 2),
+            video: Rewriter::new(
+                video_ssrc,
+                crate::session::play::rand_u32() as u16,
+                crate::session::play::rand_u32(),
+                3000,
+            ),
+            audio: Rewriter::new(
+                audio_ssrc,
+                crate::session::play::rand_u32() as u16,
+                crate::session::play::rand_u32(),
+                960,
+            ),
+            packets,
+        };
+        let forwards = self.clone();
+        let (session_id, shutdown) = (session.to_owned(), state.shutdown.clone());
+        state.tasks.spawn(async move {
+            run.run(sub, channel, stop, shutdown).await;
+            forwards.remove(&session_id, id);
+        });
+        tracing::info!(%session, %to, id, "RTP forward started");
+        Ok(info)
+    }
+
+    fn remove(&self, session: &str, id: u64) {
+        let mut all = self.lock();
+        if let Some(list) = all.get_mut(session) {
+            list.retain(|e| e.info.id != id);
+            if list.is_empty() {
+                all.remove(session);
+            }
+        }
+    }
+
+    /// The forwards of a session.
+    pub fn list(&self, session: &str) -> Vec<ForwardInfo> {
+        self.lock()
+            .get(session)
+            .map(|list| {
+                list.iter()
+                    .map(|e| ForwardInfo {
+                        packets: e.packets.load(Ordering::Relaxed),
+                        ..e.info.clone()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The SDP of one forward.
+    pub fn sdp_of(&self, session: &str, id: u64) -> Option<String> {
+        self.lock()
+            .get(session)?
+            .iter()
+            .find(|e| e.info.id == id)
+            .map(|e| e.sdp.clone())
+    }
+
+    /// Stops one forward; false when there is none.
+    pub fn stop(&self, session: &str, id: u64) -> bool {
+        let found = self
+            .lock()
+            .get(session)
+            .and_then(|l| l.iter().find(|e| e.info.id == id).map(|e| e.stop.clone()));
+        match found {
+            Some(stop) => {
+                stop.cancel();
+                self.remove(session, id);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+struct Run {
+    socket: tokio::net::UdpSocket,
+    video_to: SocketAddr,
+    audio_to: SocketAddr,
+    video: Rewriter,
+    audio: Rewriter,
+    packets: Arc<AtomicU64>,
+}
+
+impl Run {
+    async fn run(
+        mut self,
+        mut sub: crate::session::live::Subscription,
+        channel: Arc<Channel>,
+        stop: CancellationToken,
+        shutdown: CancellationToken,
+    ) {
+        let _ = channel;
+        loop {
+            let item = tokio::select! {
+                item = sub.rx.recv() => item,
+                _ = stop.cancelled() => None,
+                _ = shutdown.cancelled() => None,
+            };
+            let Some(item) = item else { break };
+            let (rewriter, pt, to) = match item.kind {
+                MediaKind::Video => (&mut self.video, VIDEO_PT, self.video_to),
+                MediaKind::Audio => (&mut self.audio, AUDIO_PT, self.audio_to),
+            };
+            let Some(packet) = rewriter.rewrite(&item.packet, pt, item.discontinuity) else {
+                continue;
+            };
+            // A receiver that is not listening (ICMP port unreachable) is not an error worth
+            // ending the forward for: it may start later.
+            if self.socket.send_to(&packet.to_bytes(), to).await.is_ok() {
+                self.packets.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        tracing::info!(
+            packets = self.packets.load(Ordering::Relaxed),
+            "RTP forward ended"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations_table() {
+        let allow: Vec<ipnet::IpNet> = vec![
+            "10.1.0.0/16".parse().unwrap(),
+            "192.0.2.7/32".parse().unwrap(),
+        ];
+        let cases: &[(&str, bool)] = &[
+            ("127.0.0.1", true),
+            ("127.9.9.9", true),
+            ("::1", true),
+            ("::ffff:127.0.0.1", true),
+            ("10.1.200.3", true),
+            ("10.2.0.1", false),
+            ("192.0.2.7", true),
+            ("192.0.2.8", false),
+            ("8.8.8.8", false),
+            ("::ffff:10.1.0.1", true),
+        ];
+        for (ip, want) in cases {
+            assert_eq!(allowed(ip.parse().unwrap(), &allow), *want, "{ip}");
+            assert_eq!(
+                allowed(ip.parse().unwrap(), &[]),
+                ip.starts_with("127") || *ip == "::1" || *ip == "::ffff:127.0.0.1",
+                "{ip} default"
+            );
+        }
+    }
+
+    #[test]
+    fn sdp_names_codecs_and_ports() {
+        let s = sdp("127.0.0.1".parse().unwrap(), Codec::H264, 5004, 5006);
+        assert!(s.contains("c=IN IP4 127.0.0.1\r\n"));
+        assert!(s.contains(
+            "m=video 5004 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1"
+        ));
+        assert!(s.contains("m=audio 5006 RTP/AVP 111\r\na=rtpmap:111 opus/48000/2"));
+        let s = sdp("::1".parse().unwrap(), Codec::Vp8, 6000, 6002);
+        assert!(s.contains("c=IN IP6 ::1\r\n") && s.contains("a=rtpmap:96 VP8/90000"));
+    }
+}

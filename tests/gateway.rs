@@ -1,0 +1,318 @@
+//! The gateway against an independent RTP stack: Debian's ffmpeg receives a live recording
+//! forwarded as plain RTP (reading the server's SDP) and writes it to a file that ffprobe
+//! checks; and the forward API's refusals.
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use app::protocol::{ForwardInfo, SdpKind, SessionDescription};
+use common::*;
+use media::Codec;
+use pion_the_sky::rtc::client::{Client, RecordOptions};
+
+/// Publishes over WHIP and returns the connected client and the session id.
+async fn publish(server: &TestServer, video: Codec) -> (Client, String) {
+    let (client, _events) = Client::record(RecordOptions {
+        video,
+        ..RecordOptions::default()
+    })
+    .await
+    .unwrap();
+    let offer = client.offer().await.unwrap();
+    let (status, head, body) = http_async(
+        server.addr,
+        "POST",
+        "/whip".into(),
+        vec![("Content-Type", "application/sdp")],
+        offer.sdp,
+    )
+    .await;
+    assert_eq!(status, 201, "{head}");
+    let location = head
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("location: ")
+                .or_else(|| l.strip_prefix("Location: "))
+        })
+        .unwrap()
+        .trim()
+        .to_owned();
+    client
+        .set_answer(&SessionDescription {
+            kind: SdpKind::Answer,
+            sdp: String::from_utf8(body).unwrap(),
+        })
+        .await
+        .unwrap();
+    client
+        .wait_connected(Duration::from_secs(10))
+        .await
+        .unwrap();
+    (client, location.rsplit('/').next().unwrap().to_owned())
+}
+
+/// An even UDP port with the next three free (video RTP/RTCP, audio RTP/RTCP).
+fn free_port_block() -> u16 {
+    for _ in 0..200 {
+        let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let p = probe.local_addr().unwrap().port() & !1;
+        drop(probe);
+        if p < 1024 || p > 65000 {
+            continue;
+        }
+        let held: Vec<_> = (p..p + 4)
+            .filter_map(|q| std::net::UdpSocket::bind(("127.0.0.1", q)).ok())
+            .collect();
+        if held.len() == 4 {
+            return p;
+        }
+    }
+    panic!("no free UDP port block");
+}
+
+#[tokio::test]
+async fn ffmpeg_receives_a_forwarded_live_recording() {
+    assert!(
+        Command::new("ffmpeg").arg("-version").output().is_ok(),
+        "this test needs Debian's ffmpeg (./test.sh installs it)"
+    );
+    for video in [Codec::Vp8, Codec::H264] {
+        let dir = tempfile::tempdir().unwrap();
+        let server = TestServer::start(dir.path(), "vp8", &[]).await;
+        let (client, session) = publish(&server, video).await;
+        let port = free_port_block();
+        let (status, _, body) = http_async(
+            server.addr,
+            "POST",
+            format!("/api/sessions/{session}/forwards"),
+            vec![("Content-Type", "application/json")],
+            format!(r#"{{"host":"127.0.0.1","port":{port}}}"#),
+        )
+        .await;
+        assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+        let info: ForwardInfo = serde_json::from_slice(&body).unwrap();
+        assert_eq!((info.video.port, info.audio.port), (port, port + 2));
+        let (status, head, sdp) = http_async(
+            server.addr,
+            "GET",
+            info.sdp_url.clone(),
+            vec![],
+            String::new(),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: application/sdp")
+        );
+        let sdp_path = dir.path().join("forward.sdp");
+        std::fs::write(&sdp_path, &sdp).unwrap();
+        let out = dir.path().join("out.mkv");
+        let mut ffmpeg = Command::new("ffmpeg")
+            .args([
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-protocol_whitelist",
+                "file,udp,rtp",
+            ])
+            .arg("-i")
+            .arg(&sdp_path)
+            .args(["-c", "copy", "-y"])
+            .arg(&out)
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // ffmpeg binds its ports, then the recorder sends the 4 s fixture.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let (v, a) = fixture_frames(video);
+        send_media(&client, &v, &a).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (_, _, list) = http_async(
+            server.addr,
+            "GET",
+            format!("/api/sessions/{session}/forwards"),
+            vec![],
+            String::new(),
+        )
+        .await;
+        let list: Vec<ForwardInfo> = serde_json::from_slice(&list).unwrap();
+        assert!(list[0].packets > 200, "{list:?}");
+        // `q` on stdin: ffmpeg finishes the file and exits.
+        ffmpeg.stdin.as_mut().unwrap().write_all(b"q").unwrap();
+        let done = tokio::task::spawn_blocking(move || ffmpeg.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&done.stderr);
+        let probe = Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-show_entries",
+                "stream=codec_name:format=duration",
+                "-of",
+                "csv=p=0",
+            ])
+            .arg(&out)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&probe.stdout).to_string();
+        let want = if video == Codec::Vp8 { "vp8" } else { "h264" };
+        assert!(
+            text.contains(want) && text.contains("opus"),
+            "{video:?}: {text}\n{stderr}"
+        );
+        let duration: f64 = text
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .next_back()
+            .unwrap_or(0.0);
+        assert!(
+            (3.3..4.8).contains(&duration),
+            "{video:?}: duration {duration}\n{text}"
+        );
+        // The recording ends: so does its forward.
+        client.close().await;
+        let (status, _, _) = http_async(
+            server.addr,
+            "DELETE",
+            format!("/whip/{session}"),
+            vec![],
+            String::new(),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !server.state.forwards.list(&session).is_empty() {
+            assert!(tokio::time::Instant::now() < deadline, "forward left over");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        server.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn forwards_go_only_where_allowed_and_refusals_say_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), "vp8", &["--forward-allow=10.9.0.0/16"]).await;
+    let (client, session) = publish(&server, Codec::Vp8).await;
+    let json = ("Content-Type", "application/json");
+    let cases: Vec<(String, String, u16)> = vec![
+        (
+            session.clone(),
+            r#"{"host":"8.8.8.8","port":5004}"#.into(),
+            403,
+        ),
+        (
+            session.clone(),
+            r#"{"host":"10.8.0.1","port":5004}"#.into(),
+            403,
+        ),
+        (
+            session.clone(),
+            r#"{"host":"example.com","port":5004}"#.into(),
+            400,
+        ),
+        (
+            session.clone(),
+            r#"{"host":"127.0.0.1","port":5005}"#.into(),
+            400,
+        ),
+        (
+            session.clone(),
+            r#"{"host":"127.0.0.1","port":65534}"#.into(),
+            400,
+        ),
+        (session.clone(), r#"{"host":"127.0.0.1"}"#.into(), 400),
+        (
+            "nope".into(),
+            r#"{"host":"127.0.0.1","port":5004}"#.into(),
+            404,
+        ),
+        (
+            session.clone(),
+            r#"{"host":"10.9.3.4","port":5004}"#.into(),
+            201,
+        ),
+        (
+            session.clone(),
+            r#"{"host":"127.0.0.1","port":5010}"#.into(),
+            201,
+        ),
+    ];
+    for (target, body, want) in cases {
+        let (status, _, text) = http_async(
+            server.addr,
+            "POST",
+            format!("/api/sessions/{target}/forwards"),
+            vec![json],
+            body.clone(),
+        )
+        .await;
+        assert_eq!(status, want, "{body}: {}", String::from_utf8_lossy(&text));
+    }
+    let list = server.state.forwards.list(&session);
+    assert_eq!(list.len(), 2);
+    let n = list[1].id;
+    for (method, path, want) in [
+        (
+            "GET",
+            format!("/api/sessions/{session}/forwards/999/sdp"),
+            404,
+        ),
+        (
+            "DELETE",
+            format!("/api/sessions/{session}/forwards/999"),
+            404,
+        ),
+        (
+            "DELETE",
+            format!("/api/sessions/{session}/forwards/{n}"),
+            204,
+        ),
+        (
+            "DELETE",
+            format!("/api/sessions/{session}/forwards/{n}"),
+            404,
+        ),
+    ] {
+        let (status, _, _) =
+            http_async(server.addr, method, path.clone(), vec![], String::new()).await;
+        assert_eq!(status, want, "{method} {path}");
+    }
+    assert_eq!(server.state.forwards.list(&session).len(), 1);
+    client.close().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_forward_target_outside_the_allowlist_stops_the_server_at_start() {
+    let config = pion_the_sky::config::Config::parse_from_args(
+        [
+            "pion-the-sky",
+            "--forward-rtp=192.0.2.1:5004",
+            "--data-dir=/nonexistent-unused",
+        ]
+        .map(String::from),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = pion_the_sky::config::Config {
+        data_dir: dir.path().to_owned(),
+        ..config
+    };
+    let err = pion_the_sky::AppState::new(
+        config,
+        pion_the_sky::leptos_options(
+            std::path::Path::new("target/site"),
+            "127.0.0.1:0".parse().unwrap(),
+        ),
+    )
+    .err()
+    .expect("refused");
+    assert!(err.to_string().contains("--forward-allow"), "{err}");
+}
