@@ -96,6 +96,10 @@ pub struct Config {
     #[arg(long, env = "PION_FORWARD_ALLOW", value_delimiter = ',', value_parser = parse_net)]
     pub forward_allow: Vec<ipnet::IpNet>,
 
+    /// The address RTP ingests listen on (`POST /api/ingest`); loopback unless set.
+    #[arg(long, env = "PION_INGEST_BIND", default_value = "127.0.0.1")]
+    pub ingest_bind: std::net::IpAddr,
+
     /// STUN/TURN server URLs (none by default: nothing leaves the host unless asked).
     #[arg(long, env = "PION_ICE_SERVER", value_delimiter = ',')]
     pub ice_server: Vec<String>,

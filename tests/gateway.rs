@@ -316,3 +316,241 @@ async fn a_forward_target_outside_the_allowlist_stops_the_server_at_start() {
     .expect("refused");
     assert!(err.to_string().contains("--forward-allow"), "{err}");
 }
+
+/// The SDP an existing service would describe its RTP output with.
+fn ingest_sdp(video: Codec, port: u16) -> String {
+    let video_lines = match video {
+        Codec::H264 => "a=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1\r\n",
+        _ => "a=rtpmap:96 VP8/90000\r\n",
+    };
+    format!(
+        "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=ffmpeg\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=video {port} RTP/AVP 96\r\n{video_lines}m=audio {} RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\n",
+        port + 2
+    )
+}
+
+#[tokio::test]
+async fn an_ffmpeg_rtp_stream_is_recorded_watched_live_and_played_back() {
+    assert!(
+        Command::new("ffmpeg").arg("-version").output().is_ok(),
+        "this test needs Debian's ffmpeg (./test.sh installs it)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), "vp8", &[]).await;
+    for video in [Codec::Vp8, Codec::H264] {
+        let port = free_port_block();
+        let name = format!("ingest-{video:?}");
+        let (status, _, body) = http_async(
+            server.addr,
+            "POST",
+            format!("/api/ingest?name={name}"),
+            vec![("Content-Type", "application/sdp")],
+            ingest_sdp(video, port),
+        )
+        .await;
+        assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+        let info: app::protocol::IngestInfo = serde_json::from_slice(&body).unwrap();
+        assert_eq!(info.video.port, port);
+
+        // A browser-like viewer watches it live while ffmpeg sends.
+        let (viewer, mut viewer_events) =
+            Client::view(pion_the_sky::rtc::client::ViewOptions::default())
+                .await
+                .unwrap();
+        let offer = viewer.offer().await.unwrap();
+        let (status, _, answer) = http_async(
+            server.addr,
+            "POST",
+            format!("/whep/live/{}", info.session),
+            vec![("Content-Type", "application/sdp")],
+            offer.sdp,
+        )
+        .await;
+        assert_eq!(status, 201);
+        viewer
+            .set_answer(&SessionDescription {
+                kind: SdpKind::Answer,
+                sdp: String::from_utf8(answer).unwrap(),
+            })
+            .await
+            .unwrap();
+        viewer
+            .wait_connected(Duration::from_secs(10))
+            .await
+            .unwrap();
+
+        let codec_args: &[&str] = match video {
+            Codec::H264 => &[
+                "-c:v",
+                "libx264",
+                "-profile:v",
+                "baseline",
+                "-bf",
+                "0",
+                "-g",
+                "30",
+                "-tune",
+                "zerolatency",
+                "-pix_fmt",
+                "yuv420p",
+                "-x264-params",
+                "repeat-headers=1",
+            ],
+            _ => &[
+                "-c:v",
+                "libvpx",
+                "-deadline",
+                "realtime",
+                "-cpu-used",
+                "8",
+                "-b:v",
+                "1M",
+                "-g",
+                "30",
+            ],
+        };
+        let mut ffmpeg = Command::new("ffmpeg");
+        ffmpeg
+            .args(["-hide_banner", "-loglevel", "error", "-re"])
+            .args([
+                "-t",
+                "4",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc=size=640x480:rate=30",
+            ])
+            .args([
+                "-t",
+                "4",
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=440:sample_rate=48000",
+            ])
+            .args(["-map", "0:v"])
+            .args(codec_args)
+            .args(["-payload_type", "96", "-f", "rtp"])
+            .arg(format!("rtp://127.0.0.1:{port}"))
+            .args(["-map", "1:a", "-c:a", "libopus", "-ac", "2", "-b:a", "64k"])
+            .args(["-payload_type", "111", "-f", "rtp"])
+            .arg(format!("rtp://127.0.0.1:{}", port + 2))
+            .stdin(Stdio::null());
+        let live = async {
+            let mut frames = 0;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+            while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, viewer_events.recv()).await {
+                if let pion_the_sky::rtc::PeerEvent::Rtp {
+                    kind: media::MediaKind::Video,
+                    packet,
+                    ..
+                } = ev
+                    && packet.marker
+                {
+                    frames += 1;
+                }
+            }
+            frames
+        };
+        let (sent, live_frames) =
+            tokio::join!(tokio::task::spawn_blocking(move || ffmpeg.output()), live);
+        let sent = sent.unwrap().unwrap();
+        assert!(
+            sent.status.success(),
+            "ffmpeg: {}",
+            String::from_utf8_lossy(&sent.stderr)
+        );
+        assert!(
+            live_frames >= 100,
+            "{video:?}: the live viewer got {live_frames} frames"
+        );
+        viewer.close().await;
+
+        // Ending the session finalizes the recording.
+        let (status, _, _) = http_async(
+            server.addr,
+            "DELETE",
+            format!("/api/sessions/{}", info.session),
+            vec![],
+            String::new(),
+        )
+        .await;
+        assert_eq!(status, 202);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let meta = loop {
+            let (_, _, body) = http_async(
+                server.addr,
+                "GET",
+                "/api/recordings".into(),
+                vec![],
+                String::new(),
+            )
+            .await;
+            let list: Vec<app::protocol::RecordingMeta> = serde_json::from_slice(&body).unwrap();
+            if let Some(m) = list
+                .into_iter()
+                .find(|m| m.name == name && m.state == app::protocol::RecordingState::Complete)
+            {
+                break m;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name} not finished"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert!(
+            meta.video_frames > 100 && meta.audio_frames > 150,
+            "{meta:?}"
+        );
+        assert!((3300..=4700).contains(&meta.duration_ms), "{meta:?}");
+        let ext = if video == Codec::H264 { "mp4" } else { "webm" };
+        if let Some((duration, errors)) = ffprobe(&dir.path().join(format!("{}.{ext}", meta.id))) {
+            assert!(
+                (3.3..4.8).contains(&duration) && errors.is_empty(),
+                "{duration} {errors}"
+            );
+        }
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn ingest_refusals_say_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), "vp8", &[]).await;
+    let port = free_port_block();
+    let held = std::net::UdpSocket::bind(("127.0.0.1", port)).unwrap();
+    let sdp = ("Content-Type", "application/sdp");
+    let audio_only = format!(
+        "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\n"
+    );
+    let cases: Vec<(&str, Vec<(&'static str, &'static str)>, String, u16)> = vec![
+        ("no content type", vec![], ingest_sdp(Codec::Vp8, port), 415),
+        ("not sdp", vec![sdp], "hello".into(), 400),
+        ("no video", vec![sdp], audio_only, 422),
+        (
+            "theora",
+            vec![sdp],
+            ingest_sdp(Codec::Vp8, port).replace("VP8", "theora"),
+            422,
+        ),
+        ("low port", vec![sdp], ingest_sdp(Codec::Vp8, 80), 400),
+        ("port in use", vec![sdp], ingest_sdp(Codec::Vp8, port), 409),
+    ];
+    for (name, headers, body, want) in cases {
+        let (status, _, text) =
+            http_async(server.addr, "POST", "/api/ingest".into(), headers, body).await;
+        assert_eq!(status, want, "{name}: {}", String::from_utf8_lossy(&text));
+    }
+    drop(held);
+    assert_eq!(
+        server.state.registry.len(),
+        0,
+        "refused ingests leave no session"
+    );
+    let list = server.state.store.list();
+    assert!(list.is_empty(), "{list:?}");
+    server.shutdown().await;
+}

@@ -453,6 +453,19 @@ pub struct ForwardInfo {
     pub packets: u64,
 }
 
+/// `POST /api/ingest`: an RTP ingest listening for its stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestInfo {
+    /// The recording session (`DELETE /api/sessions/{id}` ends it; `/whep/live/{id}` and
+    /// `PLAY` with `"live"` watch it).
+    pub session: String,
+    /// The address the ports are bound on.
+    pub address: String,
+    /// `{port, codec, payload_type}` of each track; `ssrc` is 0 (the sender's own).
+    pub video: ForwardTrack,
+    pub audio: Option<ForwardTrack>,
+}
+
 /// One live session, as listed by `GET /api/sessions`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionInfo {

@@ -454,7 +454,10 @@ fn is_list_server_fn(path: &str) -> bool {
 
 /// `/api/…` paths that are not the JSON API: Leptos server functions.
 fn is_server_fn(path: &str) -> bool {
-    is_api(path) && !under(path, "/api/recordings") && !under(path, "/api/sessions")
+    is_api(path)
+        && !under(path, "/api/recordings")
+        && !under(path, "/api/sessions")
+        && !under(path, "/api/ingest")
 }
 
 /// The middleware: Host check, the `?token=` cookie flow, classification and the rules, the

@@ -1,6 +1,7 @@
 //! Thin HTTP handlers: health, the JSON API, the websocket, and access control.
 pub mod access;
 pub mod api;
+pub mod ingest;
 pub mod whip;
 pub mod ws;
 
@@ -33,6 +34,7 @@ pub fn routes() -> Router<AppState> {
             axum::routing::delete(api::stop_forward),
         )
         .route("/api/sessions/{id}/forwards/{n}/sdp", get(api::forward_sdp))
+        .route("/api/ingest", axum::routing::post(ingest::start))
         .merge(whip_routes())
 }
 

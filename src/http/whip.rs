@@ -331,6 +331,7 @@ async fn create(
                         Rejection::Unacceptable(_) => StatusCode::UNPROCESSABLE_ENTITY,
                         Rejection::NotFound(_) => StatusCode::NOT_FOUND,
                         Rejection::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                        Rejection::Conflict(_) => StatusCode::CONFLICT,
                         Rejection::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
                     };
                     let mut response = plain(status, why.message());

@@ -146,7 +146,8 @@ async fn handle(socket: WebSocket, state: AppState, client: IpAddr, who: Who, _s
             event = async { running.as_mut().expect("guarded").events.recv().await }, if running.is_some() => {
                 match event {
                     Some(event) => {
-                        if out_tx.try_send(to_wire(event)).is_err() {
+                        let Some(message) = to_wire(event) else { continue };
+                        if out_tx.try_send(message).is_err() {
                             tracing::warn!(%client, "closing a websocket whose client does not read");
                             dead.cancel();
                             break Farewell::NotReading;
@@ -212,7 +213,9 @@ async fn handle(socket: WebSocket, state: AppState, client: IpAddr, who: Who, _s
     if let Some(mut session) = running.take() {
         session.handle.stop();
         while let Some(event) = session.events.recv().await {
-            let _ = out_tx.try_send(to_wire(event));
+            if let Some(message) = to_wire(event) {
+                let _ = out_tx.try_send(message);
+            }
         }
         session.handle.finished().await;
     }
@@ -371,8 +374,8 @@ fn start(
 
 /// A session's event as the `/ws` protocol says it (answers travel as base64 of the JSON
 /// description, the seed's encoding).
-fn to_wire(event: Event) -> ServerMessage {
-    match event {
+fn to_wire(event: Event) -> Option<ServerMessage> {
+    Some(match event {
         Event::Answer(answer, _) => ServerMessage::Answer(answer.encode()),
         Event::State(state) => ServerMessage::State(state),
         Event::NowPlaying(np) => ServerMessage::NowPlaying(np),
@@ -380,5 +383,7 @@ fn to_wire(event: Event) -> ServerMessage {
         Event::RecordingFinished(meta) => ServerMessage::Recording(meta),
         Event::Rejected(why) => ServerMessage::Error(why.message().to_owned()),
         Event::Error(text) => ServerMessage::Error(text),
-    }
+        // Only RTP ingests (started over HTTP) say this.
+        Event::Ingesting => return None,
+    })
 }

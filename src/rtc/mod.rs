@@ -219,6 +219,27 @@ impl Trickle {
     }
 }
 
+/// One track of a plain-RTP stream to record: its codec, payload type and the UDP port it is
+/// sent to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IngestTrack {
+    pub codec: Codec,
+    pub payload_type: u8,
+    pub port: u16,
+}
+
+/// What an RTP ingest SDP describes: video, and Opus audio if any.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IngestPlan {
+    pub video: IngestTrack,
+    pub audio: Option<IngestTrack>,
+}
+
+/// Reads an RTP ingest SDP (what `ffmpeg -f rtp -sdp_file` writes, or one written by hand).
+pub fn plan_ingest(sdp: &str) -> Result<IngestPlan, RtcError> {
+    sdp::plan_ingest(sdp)
+}
+
 /// The video codec a sender that may choose prefers: the first of VP8 and H264 (as we record
 /// it) in its offer.
 pub fn preferred_video(offer: &SessionDescription) -> Result<Codec, RtcError> {

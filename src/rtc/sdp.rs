@@ -34,6 +34,8 @@ pub(crate) struct Section {
     pub kind: Option<MediaKind>,
     /// Port 0: the section is rejected/disabled.
     pub rejected: bool,
+    /// The `m=` line's port (what a plain-RTP sender sends to); 0 when out of range.
+    pub port: u16,
     /// Codecs in the order of the `m=` line's format list.
     pub codecs: Vec<OfferedCodec>,
 }
@@ -103,6 +105,7 @@ pub(crate) fn parse(sdp: &str) -> Result<Vec<Section>, RtcError> {
         sections.push(Section {
             kind,
             rejected,
+            port: u16::try_from(media.media_name.port.value).unwrap_or(0),
             codecs,
         });
     }
@@ -264,6 +267,60 @@ pub(crate) fn preferred_video(sdp: &str) -> Result<Codec, RtcError> {
             }
         })
         .ok_or(RtcError::NoRecordableVideo)
+}
+
+/// A plain-RTP stream described by an SDP (RTP ingest): the video section's first codec we
+/// record (VP8, or H264 in packetization mode 1; any profile without B-frames records) and an
+/// Opus audio section, each with the port it is sent to.
+pub(crate) fn plan_ingest(sdp: &str) -> Result<super::IngestPlan, RtcError> {
+    let sections = parse(sdp)?;
+    require_media(&sections)?;
+    let video_section = first_section(&sections, MediaKind::Video).ok_or(RtcError::NoVideo)?;
+    let video = video_section
+        .codecs
+        .iter()
+        .find_map(|c| {
+            let codec = if c.name.eq_ignore_ascii_case("vp8") {
+                Codec::Vp8
+            } else if c.name.eq_ignore_ascii_case("h264")
+                && fmtp_param(&c.fmtp, "packetization-mode").unwrap_or("0") != "2"
+            {
+                Codec::H264
+            } else {
+                return None;
+            };
+            (c.clock_rate == 90_000).then_some(super::IngestTrack {
+                codec,
+                payload_type: c.pt,
+                port: video_section.port,
+            })
+        })
+        .ok_or(RtcError::NoRecordableVideo)?;
+    let audio = first_section(&sections, MediaKind::Audio).and_then(|section| {
+        section
+            .codecs
+            .iter()
+            .find(|c| c.name.eq_ignore_ascii_case("opus") && c.clock_rate == 48_000)
+            .map(|c| super::IngestTrack {
+                codec: Codec::Opus,
+                payload_type: c.pt,
+                port: section.port,
+            })
+    });
+    for track in std::iter::once(&video).chain(audio.iter()) {
+        if track.port < 1024 {
+            return Err(RtcError::BadSdp(format!(
+                "port {} is not one the server listens on (1024-65535)",
+                track.port
+            )));
+        }
+    }
+    if audio.as_ref().is_some_and(|a| a.port == video.port) {
+        return Err(RtcError::BadSdp(
+            "audio and video must go to different ports".into(),
+        ));
+    }
+    Ok(super::IngestPlan { video, audio })
 }
 
 /// Viewer: Opus (when offered) and every video codec we can play that the viewer offered,

@@ -35,6 +35,11 @@ pub enum Request {
         looping: bool,
         recordings: Option<Vec<String>>,
     },
+    /// Record a plain-RTP stream sent to the ports an ingest SDP names.
+    Ingest {
+        plan: crate::rtc::IngestPlan,
+        name: Option<String>,
+    },
     /// Watch a recording in progress (by its session id or recording id).
     Watch {
         offer: SessionDescription,
@@ -54,7 +59,7 @@ pub enum VideoChoice {
 impl Request {
     pub fn kind(&self) -> SessionKind {
         match self {
-            Request::Record { .. } => SessionKind::Record,
+            Request::Record { .. } | Request::Ingest { .. } => SessionKind::Record,
             Request::Play { .. } | Request::Watch { .. } => SessionKind::Play,
         }
     }
@@ -72,6 +77,8 @@ pub enum Rejection {
     NotFound(String),
     /// The server cannot take it now (HTTP 503).
     Unavailable(String),
+    /// It conflicts with what is running (a port in use; HTTP 409).
+    Conflict(String),
     /// The server failed (HTTP 500).
     Internal(String),
 }
@@ -83,6 +90,7 @@ impl Rejection {
             | Rejection::Unacceptable(m)
             | Rejection::NotFound(m)
             | Rejection::Unavailable(m)
+            | Rejection::Conflict(m)
             | Rejection::Internal(m) => m,
         }
     }
@@ -109,6 +117,8 @@ impl Rejection {
 pub enum Event {
     /// The SDP answer to the offer, with a handle to add the client's trickled ICE candidates.
     Answer(SessionDescription, Option<crate::rtc::Trickle>),
+    /// An RTP ingest is listening on its ports (it has no answer).
+    Ingesting,
     /// Progress, about once a second, and the end of a playback.
     State(SessionState),
     NowPlaying(NowPlaying),
@@ -182,7 +192,21 @@ pub fn start(
     let task = state.tasks.clone().spawn(async move {
         let reason = match request {
             Request::Record { offer, name, video } => {
-                record::run(state, offer, name, video, out, &registration).await
+                let from = record::RecordFrom::Offer {
+                    offer,
+                    choice: video,
+                };
+                record::run(state, from, name, out, &registration).await
+            }
+            Request::Ingest { plan, name } => {
+                record::run(
+                    state,
+                    record::RecordFrom::Rtp(plan),
+                    name,
+                    out,
+                    &registration,
+                )
+                .await
             }
             Request::Play {
                 offer,

@@ -40,34 +40,82 @@ struct Open {
     written: Arc<AtomicU64>,
 }
 
+/// Where a recording's media comes from.
+pub enum RecordFrom {
+    /// A WebRTC offer (browser, WHIP), with the video codec rule.
+    Offer {
+        offer: SessionDescription,
+        choice: super::VideoChoice,
+    },
+    /// Plain RTP to the ports of an ingest SDP.
+    Rtp(crate::rtc::IngestPlan),
+}
+
+/// The recorder's connection: a WebRTC peer or the sockets of an RTP ingest.
+enum Source {
+    Peer(crate::rtc::RecorderPeer),
+    Rtp(crate::gateway::ingest::RtpSource),
+}
+
+impl Source {
+    /// A PLI to a WebRTC sender; plain RTP has no way back.
+    async fn request_keyframe(&self) {
+        if let Source::Peer(peer) = self {
+            peer.request_keyframe().await;
+        }
+    }
+
+    async fn close(&self) {
+        match self {
+            Source::Peer(peer) => peer.close().await,
+            Source::Rtp(rtp) => rtp.close(),
+        }
+    }
+}
+
 pub async fn run(
     state: AppState,
-    offer: SessionDescription,
+    from: RecordFrom,
     name: Option<String>,
-    choice: super::VideoChoice,
     out: Events,
     registration: &Registration,
 ) -> EndReason {
-    let video = match choice {
-        super::VideoChoice::Server => Ok(state.config.vcodec.codec()),
-        super::VideoChoice::OfferPreference => crate::rtc::preferred_video(&offer),
+    let started = match from {
+        RecordFrom::Offer { offer, choice } => {
+            accept(&state, &offer, choice)
+                .await
+                .map(|(video, peer, answer, events)| {
+                    let trickle = peer.trickle();
+                    (
+                        video,
+                        true,
+                        Source::Peer(peer),
+                        Event::Answer(answer, Some(trickle)),
+                        events,
+                    )
+                })
+        }
+        RecordFrom::Rtp(plan) => {
+            match crate::gateway::ingest::RtpSource::bind(state.config.ingest_bind, &plan).await {
+                Ok((rtp, events)) => Ok((
+                    plan.video.codec,
+                    plan.audio.is_some(),
+                    Source::Rtp(rtp),
+                    Event::Ingesting,
+                    events,
+                )),
+                Err(e) => Err(Rejection::Conflict(e.to_string())),
+            }
+        }
     };
-    let accepted = match video {
-        Ok(video) => state
-            .rtc
-            .accept_recorder(&offer, video)
-            .await
-            .map(|x| (video, x)),
-        Err(e) => Err(e),
-    };
-    let (video, (peer, answer, events)) = match accepted {
+    let (video, audio, peer, first_event, events) = match started {
         Ok(x) => x,
-        Err(e) => {
-            tell(&out, Event::Rejected(Rejection::from_rtc(&e)));
+        Err(why) => {
+            tell(&out, Event::Rejected(why));
             return EndReason::Error;
         }
     };
-    let open = match open(&state, video, name).await {
+    let open = match open(&state, video, audio, name).await {
         Ok(x) => x,
         Err(e) => {
             state.metrics.store_errors.inc();
@@ -90,7 +138,7 @@ pub async fn run(
             tracing::warn!(%to, error = %e, "RTP forward not started");
         }
     }
-    tell(&out, Event::Answer(answer, Some(peer.trickle())));
+    tell(&out, first_event);
     let _ = state.changes.send(());
 
     let mut ingest = Ingest {
@@ -149,6 +197,37 @@ pub async fn run(
     reason
 }
 
+/// Answers a WebRTC recorder's offer with the video codec `choice` picks.
+async fn accept(
+    state: &AppState,
+    offer: &SessionDescription,
+    choice: super::VideoChoice,
+) -> Result<
+    (
+        Codec,
+        crate::rtc::RecorderPeer,
+        SessionDescription,
+        mpsc::Receiver<PeerEvent>,
+    ),
+    Rejection,
+> {
+    let video = match choice {
+        super::VideoChoice::Server => Ok(state.config.vcodec.codec()),
+        super::VideoChoice::OfferPreference => crate::rtc::preferred_video(offer),
+    };
+    let accepted = match video {
+        Ok(video) => state
+            .rtc
+            .accept_recorder(offer, video)
+            .await
+            .map(|x| (video, x)),
+        Err(e) => Err(e),
+    };
+    accepted
+        .map(|(video, (peer, answer, events))| (video, peer, answer, events))
+        .map_err(|e| Rejection::from_rtc(&e))
+}
+
 impl End {
     /// How the metrics name this end.
     fn reason(&self) -> EndReason {
@@ -165,12 +244,17 @@ impl End {
 }
 
 /// Reserves the recording in the store (off the async workers) and starts its writer.
-async fn open(state: &AppState, video: Codec, name: Option<String>) -> Result<Open, String> {
+async fn open(
+    state: &AppState,
+    video: Codec,
+    audio: bool,
+    name: Option<String>,
+) -> Result<Open, String> {
     let container =
         ContainerKind::for_video(video).ok_or_else(|| format!("{video:?} cannot be recorded"))?;
     let store = state.store.clone();
     let created = tokio::task::spawn_blocking(move || {
-        let mut new = store.create(container, Some(video), true).map_err(|e| {
+        let mut new = store.create(container, Some(video), audio).map_err(|e| {
             tracing::error!(error = %e, "cannot create a recording");
             format!("cannot start recording: {e}")
         })?;
@@ -205,7 +289,7 @@ async fn open(state: &AppState, video: Codec, name: Option<String>) -> Result<Op
     let closer = sink.closer();
     let config = RecorderConfig {
         video: Some(video),
-        audio: true,
+        audio,
         max_fragment_ms: 1000,
     };
     match Recorder::new(container, sink, config) {
@@ -231,7 +315,7 @@ async fn open(state: &AppState, video: Codec, name: Option<String>) -> Result<Op
 
 /// What the record loop listens to.
 struct Live<'a> {
-    peer: &'a crate::rtc::RecorderPeer,
+    peer: &'a Source,
     /// Live viewers' feed.
     publisher: super::live::Publisher,
     events: mpsc::Receiver<PeerEvent>,
