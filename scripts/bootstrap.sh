@@ -30,6 +30,8 @@ apt_install() {
 
 command -v cargo >/dev/null || { echo "error: cargo not found; install Rust with rustup first" >&2; exit 1; }
 command -v npm >/dev/null || apt_install nodejs npm
+# The codec crate: libvpx (VP8) through pkg-config; nasm makes openh264's build use assembly.
+apt_install libvpx-dev pkg-config nasm
 
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
   say "adding the wasm32-unknown-unknown target"

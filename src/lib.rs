@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod rtc;
 pub mod session;
 pub mod store;
+pub mod thumbnail;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -235,6 +236,14 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let token = state.shutdown.clone();
     let tasks = state.tasks.clone();
+    // Posters for recordings that have none (made before posters existed), one at a time.
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || {
+        let made = thumbnail::backfill(store.as_ref());
+        if made > 0 {
+            tracing::info!(made, "posters made for older recordings");
+        }
+    });
     let grace = std::time::Duration::from_secs(state.config.shutdown_timeout);
     let app = router(state);
     let served = axum::serve(

@@ -132,6 +132,37 @@ pub async fn forward_sdp(
     Ok(([(header::CONTENT_TYPE, "application/sdp")], sdp).into_response())
 }
 
+/// `GET /api/recordings/{id}/thumbnail`: the recording's poster (JPEG), made now if missing.
+pub async fn thumbnail(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    use crate::thumbnail::PosterError as E;
+    let store = state.store.clone();
+    let made =
+        tokio::task::spawn_blocking(move || crate::thumbnail::get_or_make(store.as_ref(), &id))
+            .await
+            .map_err(|_| ApiError::Internal("the poster could not be made".into()))?;
+    match made {
+        Ok(jpeg) => Ok((
+            [
+                (header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg")),
+                (
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static("private, max-age=3600"),
+                ),
+            ],
+            jpeg,
+        )
+            .into_response()),
+        Err(E::Store(e)) => Err(e.into()),
+        Err(e @ (E::NotFinished(_) | E::NoVideo(_) | E::NoPicture(_))) => {
+            Err(ApiError::NotFound(e.to_string()))
+        }
+        Err(E::Other(e)) => Err(ApiError::Internal(e)),
+    }
+}
+
 /// The media file, with its MIME type, Range and conditional requests (tower-http's ServeFile).
 pub async fn file(
     State(state): State<AppState>,

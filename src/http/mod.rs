@@ -20,6 +20,7 @@ pub fn routes() -> Router<AppState> {
             get(api::get_one).patch(api::rename).delete(api::delete),
         )
         .route("/api/recordings/{id}/file", get(api::file))
+        .route("/api/recordings/{id}/thumbnail", get(api::thumbnail))
         .route("/api/sessions", get(api::sessions))
         .route(
             "/api/sessions/{id}",

@@ -53,7 +53,15 @@ pub async fn run(
         peer.close().await;
         return reason;
     }
-    let feed = match ReadAhead::spawn(state.store.clone(), playlist.clone(), looping) {
+    // Video codecs the viewer takes, preferred first: a clip in another one is transcoded.
+    let viewer_video: Vec<media::Codec> = peer
+        .payload_types()
+        .into_iter()
+        .map(|(c, _)| c)
+        .filter(|c| c.kind() == MediaKind::Video)
+        .collect();
+    let feed = match ReadAhead::spawn(state.store.clone(), playlist.clone(), looping, viewer_video)
+    {
         Ok(f) => f,
         Err(e) => {
             tracing::error!(error = %e, "cannot start a playback reader");
@@ -365,6 +373,7 @@ impl ReadAhead {
         store: Arc<dyn RecordingStore>,
         playlist: Vec<RecordingMeta>,
         looping: bool,
+        viewer_video: Vec<media::Codec>,
     ) -> std::io::Result<ReadAhead> {
         let (tx, rx) = mpsc::channel(READ_AHEAD_FRAMES);
         let (verdicts, verdict_rx) = std::sync::mpsc::channel();
@@ -373,6 +382,7 @@ impl ReadAhead {
             store,
             playlist,
             looping,
+            viewer_video,
             tx,
             verdicts: verdict_rx,
             budget: budget.clone(),
@@ -467,6 +477,8 @@ struct Reader {
     store: Arc<dyn RecordingStore>,
     playlist: Vec<RecordingMeta>,
     looping: bool,
+    /// The viewer's video codecs, preferred first (a clip in none of them is transcoded).
+    viewer_video: Vec<media::Codec>,
     tx: mpsc::Sender<Feed>,
     verdicts: std::sync::mpsc::Receiver<bool>,
     budget: Arc<Semaphore>,
@@ -532,10 +544,26 @@ impl Reader {
                 return Ok(false);
             }
         };
-        self.send(Feed::Clip {
-            index,
-            info: demux.info().clone(),
-        })?;
+        // A clip in a codec the viewer lacks is transcoded here, on the reader's thread, into
+        // the viewer's preferred one (its keyframes and timestamps kept).
+        let mut info = demux.info().clone();
+        let mut transcoder = None;
+        if let Some(video) = info.video.as_mut()
+            && let Some(&to) = self.viewer_video.first()
+            && !self.viewer_video.contains(&video.codec)
+        {
+            match codec::Transcoder::new(video.codec, to, codec::EncoderConfig::default()) {
+                Ok(t) => {
+                    tracing::info!(id = %meta.id, from = ?video.codec, ?to, "transcoding a clip for a viewer");
+                    video.codec = to;
+                    transcoder = Some(t);
+                }
+                Err(e) => {
+                    tracing::warn!(id = %meta.id, error = %e, "cannot transcode; the clip is skipped")
+                }
+            }
+        }
+        self.send(Feed::Clip { index, info })?;
         if !self.verdicts.recv().map_err(|_| Gone)? {
             return Ok(false);
         }
@@ -543,6 +571,17 @@ impl Reader {
         loop {
             match demux.next_frame() {
                 Ok(Some(frame)) => {
+                    let frame = match transcoder.as_mut() {
+                        Some(t) if frame.codec.kind() == MediaKind::Video => match t.push(&frame) {
+                            Ok(Some(out)) => out,
+                            Ok(None) => continue,
+                            Err(e) => {
+                                tracing::debug!(id = %meta.id, error = %e, "frame not transcoded");
+                                continue;
+                            }
+                        },
+                        _ => frame,
+                    };
                     // Waits for room in the read-ahead budget (the session gives it back as
                     // it takes frames).
                     let permit = futures::executor::block_on(

@@ -56,6 +56,10 @@ impl FsStore {
         self.dir.join(format!("{id}.json"))
     }
 
+    fn thumbnail_path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.jpg"))
+    }
+
     fn media_file(&self, meta: &RecordingMeta) -> PathBuf {
         self.dir.join(format!("{}.{}", meta.id, meta.container))
     }
@@ -401,7 +405,32 @@ impl RecordingStore for FsStore {
         {
             tracing::warn!(id, error = %e, "metadata deleted but media file could not be removed");
         }
+        let _ = fs::remove_file(self.thumbnail_path(id));
         Ok(())
+    }
+
+    fn thumbnail(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        validate_id(id)?;
+        self.lookup(id)?;
+        match fs::read(self.thumbnail_path(id)) {
+            Ok(bytes) if !bytes.is_empty() => Ok(Some(bytes)),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::io(format!("reading the poster of {id}"), e)),
+        }
+    }
+
+    fn save_thumbnail(&self, id: &str, jpeg: &[u8]) -> Result<(), StoreError> {
+        validate_id(id)?;
+        self.lookup(id)?;
+        let path = self.thumbnail_path(id);
+        let tmp = self.dir.join(format!("{id}.jpg.tmp"));
+        fs::write(&tmp, jpeg)
+            .and_then(|()| fs::rename(&tmp, &path))
+            .map_err(|e| {
+                let _ = fs::remove_file(&tmp);
+                StoreError::io(format!("saving the poster of {id}"), e)
+            })
     }
 }
 

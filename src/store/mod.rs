@@ -98,9 +98,15 @@ pub trait RecordingStore: Send + Sync + 'static {
 
     fn rename(&self, id: &str, name: &str) -> Result<RecordingMeta, StoreError>;
 
-    /// Deletes a finished recording. Players that already opened it keep reading their copy;
-    /// later opens fail with `NotFound`.
+    /// Deletes a finished recording (and its poster). Players that already opened it keep
+    /// reading their copy; later opens fail with `NotFound`.
     fn delete(&self, id: &str) -> Result<(), StoreError>;
+
+    /// The recording's poster (a JPEG), if one was saved.
+    fn thumbnail(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Saves the recording's poster (replacing any, atomically).
+    fn save_thumbnail(&self, id: &str, jpeg: &[u8]) -> Result<(), StoreError>;
 }
 
 /// The wire and disk name of a container, from the media core's (one conversion each way).
@@ -125,6 +131,14 @@ pub fn video_codec_of(codec: Codec) -> Option<VideoCodec> {
         Codec::H264 => Some(VideoCodec::H264),
         Codec::Vp8 => Some(VideoCodec::Vp8),
         Codec::Opus => None,
+    }
+}
+
+/// The media core's codec of a recording's video codec.
+pub fn codec_of(video: VideoCodec) -> Codec {
+    match video {
+        VideoCodec::H264 => Codec::H264,
+        VideoCodec::Vp8 => Codec::Vp8,
     }
 }
 

@@ -147,6 +147,12 @@ where
     fn delete(&self, id: &str) -> Result<(), StoreError> {
         self.inner.delete(id)
     }
+    fn thumbnail(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.thumbnail(id)
+    }
+    fn save_thumbnail(&self, id: &str, jpeg: &[u8]) -> Result<(), StoreError> {
+        self.inner.save_thumbnail(id, jpeg)
+    }
 }
 
 trait MapOkOrLog {

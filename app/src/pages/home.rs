@@ -154,6 +154,7 @@ fn RecordingsSection(first: Result<Vec<RecordingMeta>, ServerFnError>) -> impl I
                     <table class="rec-table">
                         <thead>
                             <tr>
+                                <th scope="col"><span class="sr-only">"Poster"</span></th>
                                 <th scope="col">"Name"</th>
                                 <th scope="col">"Created"</th>
                                 <th scope="col">"Duration"</th>
@@ -278,6 +279,25 @@ fn RecordingRow(
 
     view! {
         <tr data-testid="recording-row" data-id=id.clone() data-state=state_class>
+            <td class="thumb-cell">
+                {if playable && meta.video_codec.is_some() {
+                    view! {
+                        <img
+                            class="thumb"
+                            data-testid="thumbnail"
+                            src=format!("/api/recordings/{id}/thumbnail")
+                            alt=""
+                            loading="lazy"
+                            decoding="async"
+                            width="96"
+                            height="72"
+                        />
+                    }
+                        .into_any()
+                } else {
+                    view! { <span class="thumb placeholder" aria-hidden="true"></span> }.into_any()
+                }}
+            </td>
             <td class="name-cell" data-label="Name">
                 <Show
                     when=move || editing.get()
