@@ -1,6 +1,7 @@
 //! The gateway against an independent RTP stack: Debian's ffmpeg receives a live recording
 //! forwarded as plain RTP (reading the server's SDP) and writes it to a file that ffprobe
 //! checks; and the forward API's refusals.
+#![allow(clippy::type_complexity)] // test tables
 mod common;
 
 use std::io::Write;
@@ -59,7 +60,7 @@ fn free_port_block() -> u16 {
         let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let p = probe.local_addr().unwrap().port() & !1;
         drop(probe);
-        if p < 1024 || p > 65000 {
+        if !(1024..=65000).contains(&p) {
             continue;
         }
         let held: Vec<_> = (p..p + 4)

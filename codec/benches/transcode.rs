@@ -38,10 +38,10 @@ fn transcode(c: &mut Criterion) {
                     codec::Encoder::new(to, 640, 480, codec::EncoderConfig::default()).unwrap();
                 let mut out = 0usize;
                 for (n, f) in input.iter().enumerate() {
-                    if let Some(p) = dec.decode(&f.data).unwrap() {
-                        if let Some(e) = enc.encode(&p, f.ts, n == 0).unwrap() {
-                            out += e.data.len();
-                        }
+                    if let Some(p) = dec.decode(&f.data).unwrap()
+                        && let Some(e) = enc.encode(&p, f.ts, n == 0).unwrap()
+                    {
+                        out += e.data.len();
                     }
                 }
                 out

@@ -522,8 +522,8 @@ mod tests {
     #[test]
     fn planes_with_strides_are_packed() {
         let y: Vec<u8> = (0..8 * 2).map(|i| i as u8).collect(); // stride 8, width 4
-        let u = vec![7u8; 4 * 1];
-        let v = vec![9u8; 4 * 1];
+        let u = vec![7u8; 4];
+        let v = vec![9u8; 4];
         let p = Picture::from_planes(4, 2, [&y, &u, &v], [8, 4, 4]).unwrap();
         assert_eq!(p.y(), &[0, 1, 2, 3, 8, 9, 10, 11]);
         assert_eq!((p.u(), p.v()), (&[7u8, 7][..], &[9u8, 9][..]));

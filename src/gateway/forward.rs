@@ -132,7 +132,7 @@ impl Forwards {
         if !allowed(to.ip(), &state.config.forward_allow) {
             return Err(ForwardError::NotAllowed(to.ip()));
         }
-        if to.port() < 2 || to.port() > 65532 || to.port() % 2 != 0 {
+        if to.port() < 2 || to.port() > 65532 || !to.port().is_multiple_of(2) {
             return Err(ForwardError::BadPort(to.port()));
         }
         let channel = hub
