@@ -8,49 +8,14 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use app::protocol::{ForwardInfo, SdpKind, SessionDescription};
+use app::protocol::ForwardInfo;
 use common::*;
 use media::Codec;
-use pion_the_sky::rtc::client::{Client, RecordOptions};
+use pion_the_sky::rtc::client::Client;
 
-/// Publishes over WHIP and returns the connected client and the session id.
-async fn publish(server: &TestServer, video: Codec) -> (Client, String) {
-    let (client, _events) = Client::record(RecordOptions {
-        video,
-        ..RecordOptions::default()
-    })
-    .await
-    .unwrap();
-    let offer = client.offer().await.unwrap();
-    let (status, head, body) = http_async(
-        server.addr,
-        "POST",
-        "/whip".into(),
-        vec![("Content-Type", "application/sdp")],
-        offer.sdp,
-    )
-    .await;
-    assert_eq!(status, 201, "{head}");
-    let location = head
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("location: ")
-                .or_else(|| l.strip_prefix("Location: "))
-        })
-        .unwrap()
-        .trim()
-        .to_owned();
-    client
-        .set_answer(&SessionDescription {
-            kind: SdpKind::Answer,
-            sdp: String::from_utf8(body).unwrap(),
-        })
-        .await
-        .unwrap();
-    client
-        .wait_connected(Duration::from_secs(10))
-        .await
-        .unwrap();
+/// Publishes over WHIP: the connected client and the session id.
+async fn publish_session(server: &TestServer, video: Codec) -> (Client, String) {
+    let (client, location, _) = publish(server, "/whip", video).await;
     (client, location.rsplit('/').next().unwrap().to_owned())
 }
 
@@ -82,7 +47,7 @@ async fn ffmpeg_receives_a_forwarded_live_recording() {
     for video in [Codec::Vp8, Codec::H264] {
         let dir = tempfile::tempdir().unwrap();
         let server = TestServer::start(dir.path(), "vp8", &[]).await;
-        let (client, session) = publish(&server, video).await;
+        let (client, session) = publish_session(&server, video).await;
         let port = free_port_block();
         let (status, _, body) = http_async(
             server.addr,
@@ -200,7 +165,7 @@ async fn ffmpeg_receives_a_forwarded_live_recording() {
 async fn forwards_go_only_where_allowed_and_refusals_say_why() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path(), "vp8", &["--forward-allow=10.9.0.0/16"]).await;
-    let (client, session) = publish(&server, Codec::Vp8).await;
+    let (client, session) = publish_session(&server, Codec::Vp8).await;
     let json = ("Content-Type", "application/json");
     let cases: Vec<(String, String, u16)> = vec![
         (
@@ -355,31 +320,9 @@ async fn an_ffmpeg_rtp_stream_is_recorded_watched_live_and_played_back() {
         assert_eq!(info.video.port, port);
 
         // A browser-like viewer watches it live while ffmpeg sends.
-        let (viewer, mut viewer_events) =
-            Client::view(pion_the_sky::rtc::client::ViewOptions::default())
-                .await
-                .unwrap();
-        let offer = viewer.offer().await.unwrap();
-        let (status, _, answer) = http_async(
-            server.addr,
-            "POST",
-            format!("/whep/live/{}", info.session),
-            vec![("Content-Type", "application/sdp")],
-            offer.sdp,
-        )
-        .await;
-        assert_eq!(status, 201);
-        viewer
-            .set_answer(&SessionDescription {
-                kind: SdpKind::Answer,
-                sdp: String::from_utf8(answer).unwrap(),
-            })
+        let (viewer, mut viewer_events, _) = view(&server, &format!("/whep/live/{}", info.session))
             .await
-            .unwrap();
-        viewer
-            .wait_connected(Duration::from_secs(10))
-            .await
-            .unwrap();
+            .expect("201");
 
         let codec_args: &[&str] = match video {
             Codec::H264 => &[

@@ -7,10 +7,6 @@ use std::time::Duration;
 use common::*;
 use media::Codec;
 
-async fn get(server: &TestServer, path: String) -> (u16, String, Vec<u8>) {
-    http_async(server.addr, "GET", path, vec![], String::new()).await
-}
-
 /// Standard deviation of the luma of an RGB picture: a real frame is not one flat colour.
 fn spread(img: &image::RgbImage) -> f64 {
     let lum: Vec<f64> = img

@@ -1,6 +1,10 @@
 //! A real server on 127.0.0.1:0 and in-process WebRTC clients speaking the `/ws` protocol.
 #![allow(dead_code)]
 
+pub mod whip;
+#[allow(unused_imports)] // not every test file uses WHIP
+pub use whip::*;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};

@@ -16,11 +16,12 @@
 //! Video samples are AVCC (4-byte lengths). SPS/PPS stay in-band as well as in avcC: WebRTC
 //! senders change resolution mid-stream, and the in-band copies keep such files decodable.
 //! dOps pre-skip is 0 for the same reason as in WebM (see `webm.rs`).
-use super::helpers::{NAL_IDR, NAL_SPS, annexb_to_avcc, avcc_nals, nal_type, rescale, to_annexb};
+use super::helpers::{annexb_to_avcc, avcc_nals, rescale, to_annexb};
 use super::{
     AudioTrack, DemuxError, MuxError, Sample, StreamHeader, Track, TrackInfo, VideoTrack, read_at,
     stream_len,
 };
+use crate::depack::h264::{NAL_IDR, NAL_SPS, nal_type};
 use crate::{Codec, Frame};
 use bytes::Bytes;
 use mp4_atom as m4;
@@ -823,8 +824,8 @@ impl<R: Read + Seek> Mp4Demuxer<R> {
             });
         }
         let nals = avcc_nals(&data, t.length_size).ok_or_else(|| invalid("bad AVCC sample"))?;
-        let idr = nals.iter().any(|n| nal_type(n) == NAL_IDR);
-        let has_sps = nals.iter().any(|n| nal_type(n) == NAL_SPS);
+        let idr = nals.iter().any(|n| nal_type(n) == Some(NAL_IDR));
+        let has_sps = nals.iter().any(|n| nal_type(n) == Some(NAL_SPS));
         let out = if idr && !has_sps {
             let params = t.sps.iter().chain(&t.pps).map(Vec::as_slice);
             to_annexb(params.chain(nals.iter().copied()))

@@ -1,7 +1,13 @@
 //! The container-independent part of recording: waiting for the first keyframe, rebasing
 //! timestamps to the recording start, clamping non-monotonic timestamps, computing frame
 //! durations, and interleaving audio and video in time order before the muxer sees them.
-use super::helpers::{find_sps_pps, opus_duration, rescale, sps_dimensions, vp8_dimensions};
+use super::helpers::rescale;
+use crate::depack::{h264, opus, vp8};
+
+/// An Opus packet's length in 48 kHz samples; 20 ms for one whose TOC does not say.
+fn opus_duration(packet: &[u8]) -> u32 {
+    opus::packet_samples(packet).unwrap_or(960)
+}
 use super::mp4::Mp4Muxer;
 use super::webm::WebmMuxer;
 use super::{ContainerKind, MuxError, Sample, StreamHeader, Track, VideoHeader};
@@ -385,7 +391,8 @@ impl<W: Write + Seek> Recorder<W> {
 fn video_header(codec: Codec, data: &[u8]) -> Option<VideoHeader> {
     match codec {
         Codec::Vp8 => {
-            let (width, height) = vp8_dimensions(data)?;
+            let (width, height) =
+                vp8::frame_dimensions(data).map(|(w, h)| (u32::from(w), u32::from(h)))?;
             Some(VideoHeader {
                 width,
                 height,
@@ -394,9 +401,9 @@ fn video_header(codec: Codec, data: &[u8]) -> Option<VideoHeader> {
             })
         }
         Codec::H264 => {
-            let (sps, pps) = find_sps_pps(data);
+            let (sps, pps) = h264::parameter_sets(data);
             let (sps, pps) = (sps?, pps?);
-            let (width, height) = sps_dimensions(sps)?;
+            let (width, height) = h264::sps_dimensions(sps).filter(|(w, h)| *w > 0 && *h > 0)?;
             (sps.len() >= 4).then(|| VideoHeader {
                 width,
                 height,

@@ -1,6 +1,17 @@
 //! Recorder / Demuxer / recover tests on real encoder output (see tests/fixtures/README.md).
 use super::ebml::{self, id};
-use super::helpers::{annexb_nals, nal_type, rescale, to_annexb};
+use super::helpers::{rescale, to_annexb};
+use crate::depack::h264::nal_units;
+
+/// The NAL units of an Annex B stream.
+fn annexb_nals(data: &[u8]) -> Vec<&[u8]> {
+    nal_units(data).collect()
+}
+
+/// A NAL unit's type (0 for an empty one).
+fn nal_type(nal: &[u8]) -> u8 {
+    crate::depack::h264::nal_type(nal).unwrap_or(0)
+}
 use super::*;
 use crate::{Codec, Frame};
 use bytes::Bytes;
@@ -868,7 +879,7 @@ fn the_audio_frame_sounding_at_the_first_keyframe_is_kept() {
         (&[-5000, -4040, -3080], 0, 0), // all before: dropped
     ];
     let opus = opus_packets();
-    assert_eq!(super::helpers::opus_duration(&opus[0]), 960);
+    assert_eq!(crate::depack::opus::packet_samples(&opus[0]), Some(960));
     for (kind, codec) in CASES {
         let units = match codec {
             Codec::H264 => h264_units(),

@@ -25,7 +25,7 @@
 //! the encoder's start-up delay was consumed long before our first packet, and a non-zero
 //! pre-skip would make players drop the first 6.5 ms and shift audio against video.
 use super::ebml::{self, id};
-use super::helpers::{opus_duration, rescale};
+use super::helpers::rescale;
 use super::{DemuxError, MuxError, Sample, StreamHeader, Track, read_at, stream_len};
 use crate::Codec;
 use crate::Frame;
@@ -906,7 +906,9 @@ pub(crate) fn recover<F: Read + Write + Seek>(f: &mut F) -> Result<Recovered, Mu
                         });
                     } else if Some(b.track) == audio_num {
                         c_audio += 1;
-                        let dur = i64::from(opus_duration(b.data)) / 48;
+                        let dur =
+                            i64::from(crate::depack::opus::packet_samples(b.data).unwrap_or(960))
+                                / 48;
                         c_audio_end = c_audio_end.max(ms.saturating_add(dur));
                     }
                     if starts_cue {
