@@ -423,16 +423,8 @@ async fn an_ffmpeg_rtp_stream_is_recorded_watched_live_and_played_back() {
         assert_eq!(status, 202);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         let meta = loop {
-            let (_, _, body) = http_async(
-                server.addr,
-                "GET",
-                "/api/recordings".into(),
-                vec![],
-                String::new(),
-            )
-            .await;
-            let list: Vec<app::protocol::RecordingMeta> = serde_json::from_slice(&body).unwrap();
-            if let Some(m) = list
+            if let Some(m) = recordings(&server)
+                .await
                 .into_iter()
                 .find(|m| m.name == name && m.state == app::protocol::RecordingState::Complete)
             {

@@ -88,15 +88,20 @@ pub async fn publish(server: &TestServer, path: &str, video: Codec) -> (Client, 
     let location = header(&head, "location").expect("Location");
     let etag = header(&head, "etag").expect("ETag");
     assert!(location.starts_with("/whip/"), "{location}");
+    connect(&client, body).await;
+    (client, location, etag)
+}
+
+/// Applies the answer in a 201's body and waits for the connection.
+pub async fn connect(client: &Client, answer_sdp: String) {
     client
-        .set_answer(&answer(body))
+        .set_answer(&answer(answer_sdp))
         .await
         .expect("answer applies");
     client
         .wait_connected(Duration::from_secs(10))
         .await
         .expect("connected");
-    (client, location, etag)
 }
 
 pub async fn recordings(server: &TestServer) -> Vec<RecordingMeta> {
@@ -126,14 +131,7 @@ pub async fn view(
     }
     let location = header(&head, "location").expect("Location");
     assert!(location.starts_with("/whep/session/"), "{location}");
-    client
-        .set_answer(&answer(body))
-        .await
-        .expect("answer applies");
-    client
-        .wait_connected(Duration::from_secs(10))
-        .await
-        .expect("viewer connected");
+    connect(&client, body).await;
     Ok((client, events, location))
 }
 
