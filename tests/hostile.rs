@@ -132,7 +132,13 @@ async fn offers_with_non_ascii_or_absurd_values_get_an_error_or_an_answer_never_
         }
     }
     client.close().await;
-    // The socket still works.
+    // The socket still works, once the last session has ended (a STOP that reaches a session
+    // still ending is taken, silently, by that session).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.state.registry.is_empty() {
+        assert!(Instant::now() < deadline, "a session did not end");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     send(&mut ws, ClientMessage::Stop.to_json()).await;
     assert!(matches!(
         next_msg(&mut ws, Duration::from_secs(5)).await,
