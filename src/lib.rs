@@ -11,6 +11,7 @@ pub mod gateway;
 pub mod http;
 pub mod limits;
 pub mod metrics;
+pub mod random;
 pub mod rtc;
 pub mod session;
 pub mod store;
@@ -142,15 +143,9 @@ impl AppState {
             udp_port: config.udp_port,
             ice_servers: config.ice_server.clone(),
         })?;
-        if let Some(to) = config
-            .forward_rtp
-            .iter()
-            .find(|to| !gateway::forward::allowed(to.ip(), &config.forward_allow))
-        {
-            return Err(format!(
-                "--forward-rtp {to}: the address is neither loopback nor in --forward-allow"
-            )
-            .into());
+        for to in &config.forward_rtp {
+            gateway::forward::check_destination(*to, &config.forward_allow)
+                .map_err(|e| format!("--forward-rtp {to}: {e}"))?;
         }
         let (changes, _) = tokio::sync::broadcast::channel(16);
         let beyond_loopback = !config.bind.is_loopback();

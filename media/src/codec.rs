@@ -31,6 +31,24 @@ impl Codec {
         }
     }
 
+    /// The name people read: `H264`, `VP8`, `Opus`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Codec::H264 => "H264",
+            Codec::Vp8 => "VP8",
+            Codec::Opus => "Opus",
+        }
+    }
+
+    /// The wire and file name (as serde writes it): `h264`, `vp8`, `opus`.
+    pub const fn id(self) -> &'static str {
+        match self {
+            Codec::H264 => "h264",
+            Codec::Vp8 => "vp8",
+            Codec::Opus => "opus",
+        }
+    }
+
     /// The SDP/MIME name, e.g. `video/H264`.
     pub const fn mime_type(self) -> &'static str {
         match self {
@@ -51,6 +69,18 @@ impl Codec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_match_the_wire() {
+        for c in [Codec::H264, Codec::Vp8, Codec::Opus] {
+            assert_eq!(c.id(), c.name().to_ascii_lowercase());
+            assert!(c.mime_type().eq_ignore_ascii_case(&format!(
+                "{}/{}",
+                if c == Codec::Opus { "audio" } else { "video" },
+                c.name()
+            )));
+        }
+    }
 
     #[test]
     fn mime_round_trip() {

@@ -144,7 +144,7 @@ pub fn ogg_opus(data: &[u8]) -> Result<Vec<Frame>, ElementaryError> {
                 keyframe: true,
                 data: Bytes::from(p),
             };
-            ts = ts.saturating_add(u64::from(opus::packet_samples(&frame.data).unwrap_or(960)));
+            ts = ts.saturating_add(u64::from(opus::frame_samples(&frame.data)));
             frame
         })
         .collect())

@@ -18,52 +18,34 @@ use crate::rtp::RtpPacket;
 /// True when a viewer can start decoding at this packet.
 pub fn starts_keyframe(codec: Codec, payload: &[u8]) -> bool {
     match codec {
-        Codec::Vp8 => {
-            let Some(d) = vp8::PayloadDescriptor::parse(payload) else {
-                return false;
-            };
-            d.starts_frame() && payload.get(d.len).is_some_and(|b| b & 0x01 == 0)
-        }
+        Codec::Vp8 => vp8::PayloadDescriptor::parse(payload).is_some_and(|d| {
+            d.starts_frame() && vp8::is_keyframe(payload.get(d.len..).unwrap_or_default())
+        }),
         Codec::H264 => h264_starts_keyframe(payload),
         Codec::Opus => true,
     }
 }
 
-/// An SPS (browsers send SPS and PPS right before each IDR), or the start of an IDR slice.
+/// An SPS (browsers send SPS and PPS right before each IDR), or the first slice of an IDR
+/// picture: alone, aggregated in a STAP-A, or starting an FU-A.
 fn h264_starts_keyframe(payload: &[u8]) -> bool {
-    match h264::nal_type(payload) {
+    let starts = |nal: &[u8]| match h264::nal_type(nal) {
         Some(h264::NAL_SPS) => true,
-        Some(h264::NAL_IDR) => h264_first_slice(payload.get(1)),
-        Some(h264::STAP_A) => {
-            // Aggregated NAL units: 16-bit size, then the unit.
-            let mut rest = payload.get(1..).unwrap_or_default();
-            while let [hi, lo, tail @ ..] = rest {
-                let size = usize::from(u16::from_be_bytes([*hi, *lo]));
-                let Some(nal) = tail.get(..size) else {
-                    return false;
-                };
-                match h264::nal_type(nal) {
-                    Some(h264::NAL_SPS) => return true,
-                    Some(h264::NAL_IDR) if h264_first_slice(nal.get(1)) => return true,
-                    _ => {}
-                }
-                rest = &tail[size..];
-            }
-            false
-        }
+        Some(h264::NAL_IDR) => h264::first_mb_is_zero(nal.get(1)),
+        _ => false,
+    };
+    match h264::nal_type(payload) {
+        Some(h264::STAP_A) => h264::stap_a_units(payload)
+            .map_while(Result::ok)
+            .any(starts),
         Some(h264::FU_A) => match payload.get(1) {
             Some(h) if h & 0x80 != 0 && h & 0x1f == h264::NAL_IDR => {
-                h264_first_slice(payload.get(2))
+                h264::first_mb_is_zero(payload.get(2))
             }
             _ => false,
         },
-        _ => false,
+        _ => starts(payload),
     }
-}
-
-/// `first_mb_in_slice` is 0 (ue(v) 0 is a single 1 bit): the slice starts the picture.
-fn h264_first_slice(first: Option<&u8>) -> bool {
-    first.is_some_and(|b| b & 0x80 != 0)
 }
 
 /// Rewrites one stream (one kind) of a source for one viewer.

@@ -15,13 +15,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::session::live::rewriter;
 use app::protocol::{ForwardInfo, ForwardTrack};
 use media::forward::Rewriter;
 use media::{Codec, MediaKind};
 use tokio_util::sync::CancellationToken;
 
 use crate::AppState;
-use crate::session::live::{Channel, LiveHub};
 
 /// Payload types of the forwarded tracks (what the SDP says).
 pub const VIDEO_PT: u8 = 96;
@@ -71,15 +71,21 @@ pub fn allowed(ip: IpAddr, allow: &[ipnet::IpNet]) -> bool {
     ip.is_loopback() || allow.iter().any(|net| net.contains(&ip))
 }
 
-fn codec_name(codec: Codec) -> &'static str {
-    match codec {
-        Codec::H264 => "h264",
-        Codec::Vp8 => "vp8",
-        Codec::Opus => "opus",
+/// Whether `to` can take a forward: an allowed address (`--forward-allow`) and an even port
+/// with room for audio at `port + 2` (checked for the API and for `--forward-rtp` at start).
+pub fn check_destination(to: SocketAddr, allow: &[ipnet::IpNet]) -> Result<(), ForwardError> {
+    if !allowed(to.ip(), allow) {
+        return Err(ForwardError::NotAllowed(to.ip()));
     }
+    if to.port() < 2 || to.port() > 65532 || !to.port().is_multiple_of(2) {
+        return Err(ForwardError::BadPort(to.port()));
+    }
+    Ok(())
 }
 
-/// The SDP a receiver reads (`ffmpeg -protocol_whitelist file,udp,rtp -i forward.sdp`).
+/// The SDP a receiver reads (`ffmpeg -protocol_whitelist file,udp,rtp -i forward.sdp`). H264
+/// is announced as Constrained Baseline 3.1 whatever the recorder sent: receivers take the
+/// real profile from the in-band SPS, which every keyframe carries.
 pub fn sdp(host: IpAddr, video: Codec, video_port: u16, audio_port: u16) -> String {
     let (family, addr) = match host {
         IpAddr::V4(a) => ("IP4", a.to_string()),
@@ -117,7 +123,7 @@ impl Forwards {
             .trim_end_matches(']')
             .parse()
             .map_err(|_| ForwardError::BadHost(host.chars().take(64).collect()))?;
-        self.start_to(state, &state.live, session, SocketAddr::new(ip, port))
+        self.start_to(state, session, SocketAddr::new(ip, port))
             .await
     }
 
@@ -125,24 +131,15 @@ impl Forwards {
     pub async fn start_to(
         &self,
         state: &AppState,
-        hub: &LiveHub,
         session: &str,
         to: SocketAddr,
     ) -> Result<ForwardInfo, ForwardError> {
-        if !allowed(to.ip(), &state.config.forward_allow) {
-            return Err(ForwardError::NotAllowed(to.ip()));
-        }
-        if to.port() < 2 || to.port() > 65532 || !to.port().is_multiple_of(2) {
-            return Err(ForwardError::BadPort(to.port()));
-        }
-        let channel = hub
+        check_destination(to, &state.config.forward_allow)?;
+        let channel = state
+            .live
             .find(session)
             .filter(|c| c.session == session)
             .ok_or_else(|| ForwardError::NoSuchSession(session.chars().take(64).collect()))?;
-        let held = self.lock().get(session).map_or(0, Vec::len);
-        if held >= MAX_FORWARDS_PER_SESSION {
-            return Err(ForwardError::TooMany(held));
-        }
         let local: IpAddr = match to.ip() {
             ip if ip.is_loopback() && ip.is_ipv4() => Ipv4Addr::LOCALHOST.into(),
             ip if ip.is_loopback() => Ipv6Addr::LOCALHOST.into(),
@@ -156,15 +153,15 @@ impl Forwards {
             return Err(ForwardError::NoSuchSession(session.to_owned()));
         };
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        let video_ssrc = crate::session::play::rand_u32();
-        let audio_ssrc = crate::session::play::rand_u32();
+        let video_ssrc = crate::random::nonzero_u32();
+        let audio_ssrc = crate::random::nonzero_u32();
         let info = ForwardInfo {
             id,
             session: session.to_owned(),
             host: to.ip().to_string(),
             video: ForwardTrack {
                 port: to.port(),
-                codec: codec_name(channel.video).into(),
+                codec: channel.video.id().into(),
                 payload_type: VIDEO_PT,
                 ssrc: video_ssrc,
             },
@@ -179,37 +176,32 @@ impl Forwards {
         };
         let stop = CancellationToken::new();
         let packets = Arc::new(AtomicU64::new(0));
-        self.lock()
-            .entry(session.to_owned())
-            .or_default()
-            .push(Entry {
+        {
+            // Counted and added under one lock: concurrent requests cannot pass the limit.
+            let mut all = self.lock();
+            let list = all.entry(session.to_owned()).or_default();
+            if list.len() >= MAX_FORWARDS_PER_SESSION {
+                return Err(ForwardError::TooMany(list.len()));
+            }
+            list.push(Entry {
                 info: info.clone(),
                 sdp: sdp(to.ip(), channel.video, to.port(), to.port() + 2),
                 stop: stop.clone(),
                 packets: packets.clone(),
             });
+        }
         let run = Run {
             socket,
             video_to: to,
             audio_to: SocketAddr::new(to.ip(), to.port() + 2),
-            video: Rewriter::new(
-                video_ssrc,
-                crate::session::play::rand_u32() as u16,
-                crate::session::play::rand_u32(),
-                3000,
-            ),
-            audio: Rewriter::new(
-                audio_ssrc,
-                crate::session::play::rand_u32() as u16,
-                crate::session::play::rand_u32(),
-                960,
-            ),
+            video: rewriter(video_ssrc, MediaKind::Video),
+            audio: rewriter(audio_ssrc, MediaKind::Audio),
             packets,
         };
         let forwards = self.clone();
         let (session_id, shutdown) = (session.to_owned(), state.shutdown.clone());
         state.tasks.spawn(async move {
-            run.run(sub, channel, stop, shutdown).await;
+            run.run(sub, stop, shutdown).await;
             forwards.remove(&session_id, id);
         });
         tracing::info!(%session, %to, id, "RTP forward started");
@@ -280,11 +272,9 @@ impl Run {
     async fn run(
         mut self,
         mut sub: crate::session::live::Subscription,
-        channel: Arc<Channel>,
         stop: CancellationToken,
         shutdown: CancellationToken,
     ) {
-        let _ = channel;
         loop {
             let item = tokio::select! {
                 item = sub.rx.recv() => item,

@@ -3,9 +3,9 @@
 //! The ingest SDP names the codecs and the ports the service sends to; the server binds those
 //! ports (on `--ingest-bind`, loopback by default) and turns each datagram into the same
 //! [`PeerEvent::Rtp`] a WebRTC recorder's packets become, so the recording session, its file,
-//! live viewers and later playback are the same as for a browser. The first sender heard on a
-//! port owns it: datagrams from any other address are dropped (counted), so a stray or hostile
-//! sender cannot splice into a recording. Plain RTP has no feedback here: keyframe requests
+//! live viewers and later playback are the same as for a browser. The first sender of valid
+//! RTP (the SDP's payload type) owns a port: datagrams from any other address are dropped
+//! (counted, logged at the end), so a stray or hostile sender cannot splice into a recording. Plain RTP has no feedback here: keyframe requests
 //! (from live viewers) cannot reach the sender, so a viewer waits for its next keyframe.
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -37,11 +37,21 @@ pub enum IngestError {
     },
 }
 
-/// The listening sockets of one ingest; dropping or closing it stops them.
+impl IngestError {
+    /// Another socket holds the port.
+    pub fn in_use(&self) -> bool {
+        match self {
+            IngestError::Bind { source, .. } => source.kind() == std::io::ErrorKind::AddrInUse,
+        }
+    }
+}
+
+/// The listening sockets of one ingest; dropping or closing it stops them (and logs what was
+/// dropped).
 pub struct RtpSource {
     stop: CancellationToken,
     /// Datagrams dropped: from a second sender, not RTP, or a payload type not in the SDP.
-    pub dropped: Arc<AtomicU64>,
+    dropped: Arc<AtomicU64>,
 }
 
 impl RtpSource {
@@ -86,6 +96,13 @@ impl RtpSource {
 impl Drop for RtpSource {
     fn drop(&mut self) {
         self.stop.cancel();
+        let dropped = self.dropped.load(Ordering::Relaxed);
+        if dropped > 0 {
+            tracing::info!(
+                dropped,
+                "RTP ingest ended; datagrams dropped (other senders, not RTP, other payload types, a full queue)"
+            );
+        }
     }
 }
 
@@ -110,10 +127,6 @@ async fn read(
             _ = tx.closed() => break,
         };
         let arrival = Instant::now();
-        if *sender.get_or_insert(from) != from {
-            dropped.fetch_add(1, Ordering::Relaxed);
-            continue;
-        }
         let packet = match RtpPacket::parse_bytes(Bytes::copy_from_slice(&buf[..n])) {
             Ok(p) if p.payload_type == pt => p,
             // RTCP on the same port (rtcp-mux) or anything else: not media.
@@ -122,6 +135,11 @@ async fn read(
                 continue;
             }
         };
+        // The first sender of valid media owns the port (a stray datagram does not).
+        if *sender.get_or_insert(from) != from {
+            dropped.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
         if tx
             .try_send(PeerEvent::Rtp {
                 kind,

@@ -21,7 +21,6 @@
 //! [`guard`] is the axum middleware; the websocket handler classifies each message itself and
 //! asks [`Access::ws_allowed`] with the [`Who`] the middleware put in the request extensions.
 use std::fmt;
-use std::io::Read as _;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -386,9 +385,7 @@ impl Access {
 
 /// A random token for a server that has none (48 hex digits from the OS's random source).
 pub fn generate_token() -> std::io::Result<String> {
-    let mut bytes = [0u8; 24];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    crate::random::hex(24).map_err(std::io::Error::other)
 }
 
 /// What a request needs, from its method and path (the websocket's messages are classified by

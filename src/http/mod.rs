@@ -1,7 +1,9 @@
-//! Thin HTTP handlers: health, the JSON API, the websocket, and access control.
+//! Thin HTTP handlers: health, the JSON API, the websocket, WHIP/WHEP (`whip`), RTP ingest
+//! (`ingest`), what those two share (`started`), and access control.
 pub mod access;
 pub mod api;
 pub mod ingest;
+pub mod started;
 pub mod whip;
 pub mod ws;
 
@@ -43,24 +45,30 @@ pub fn routes() -> Router<AppState> {
 fn whip_routes() -> Router<AppState> {
     use axum::routing::post;
     Router::new()
-        .route("/whip", post(whip::publish).options(whip::options))
+        .route("/whip", post(whip::publish).options(whip::options_endpoint))
         .route(
             "/whip/{id}",
             axum::routing::delete(whip::end_whip)
                 .patch(whip::patch_whip)
-                .options(whip::options),
+                .options(whip::options_resource),
         )
-        .route("/whep", post(whip::view_all).options(whip::options))
-        .route("/whep/{id}", post(whip::view_one).options(whip::options))
+        .route(
+            "/whep",
+            post(whip::view_all).options(whip::options_endpoint),
+        )
+        .route(
+            "/whep/{id}",
+            post(whip::view_one).options(whip::options_endpoint),
+        )
         .route(
             "/whep/live/{id}",
-            post(whip::view_live).options(whip::options),
+            post(whip::view_live).options(whip::options_endpoint),
         )
         .route(
             "/whep/session/{id}",
             axum::routing::delete(whip::end_whep)
                 .patch(whip::patch_whep)
-                .options(whip::options),
+                .options(whip::options_resource),
         )
         // Offers are at most 1 MiB; a little more reaches the handler, which says so.
         .layer(axum::extract::DefaultBodyLimit::max(

@@ -27,24 +27,20 @@ use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::AppState;
-use crate::http::access::{Need, Who};
+use crate::http::access::Who;
+use crate::http::started::{self, Refusal};
 use crate::rtc::{RemoteCandidate, Trickle};
-use crate::session::registry::Refused;
-use crate::session::{self, Event, Rejection, Request, StartError, VideoChoice};
-use app::protocol::{MAX_MESSAGE_BYTES, SdpKind, SessionDescription};
+use crate::session::{Event, Request, VideoChoice};
+use app::protocol::{SdpKind, SessionDescription};
 
 const SDP: &str = "application/sdp";
 const SDPFRAG: &str = "application/trickle-ice-sdpfrag";
-/// How long a POST waits for its session's answer (gathering is bounded well below this).
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a DELETE waits for the session to finish (a recording's file to be finalized).
 const END_TIMEOUT: Duration = Duration::from_secs(15);
-/// What a client is told to wait before retrying when the server is full or stopping.
-const RETRY_AFTER_SECONDS: &str = "5";
 
 /// Which protocol made a session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,29 +68,15 @@ impl Protocol {
     /// it is a write, which needs the token whenever one is set. A WHEP session's is a secret
     /// of its own: ending a playback is a read, and session ids are listed to readers by
     /// `GET /api/sessions`, so another reader must not be able to name it.
-    fn key(self, session: &str) -> String {
+    fn key(self, session: &str) -> Result<String, Refusal> {
         match self {
-            Protocol::Whip => session.to_owned(),
-            Protocol::Whep => {
-                let mut bytes = [0u8; 16];
-                match getrandom::fill(&mut bytes) {
-                    Ok(()) => bytes.iter().map(|b| format!("{b:02x}")).collect(),
-                    // No OS randomness: fall back to the session id (readers could end it).
-                    Err(_) => session.to_owned(),
-                }
-            }
-        }
-    }
-}
-
-/// Stops a session whose POST was abandoned (the client went away before the answer): it
-/// must not run on without a resource until the connect timeout.
-struct StopUnlessKept(Option<CancellationToken>);
-
-impl Drop for StopUnlessKept {
-    fn drop(&mut self) {
-        if let Some(stop) = self.0.take() {
-            stop.cancel();
+            Protocol::Whip => Ok(session.to_owned()),
+            Protocol::Whep => crate::random::hex(16).map_err(|e| {
+                Refusal::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("no randomness for a session key: {e}"),
+                )
+            }),
         }
     }
 }
@@ -154,21 +136,22 @@ pub async fn publish(
         let Ok(Query(query)) = query else {
             return plain(StatusCode::BAD_REQUEST, "the query string is not valid");
         };
-        let name = match query.name.as_deref().map(crate::store::validate_name) {
-            None => None,
-            Some(Ok(name)) => Some(name),
-            Some(Err(e)) => return plain(StatusCode::BAD_REQUEST, &e.to_string()),
+        let name = match started::recording_name(query.name.as_deref()) {
+            Ok(name) => name,
+            Err(refusal) => return refusal.plain(),
         };
         let offer = match offer_of(&headers, &body) {
             Ok(offer) => offer,
-            Err(response) => return *response,
+            Err(refusal) => return refusal.plain(),
         };
         let request = Request::Record {
             offer: offer.clone(),
             name,
             video: VideoChoice::OfferPreference,
         };
-        create(&state, peer, Protocol::Whip, request, &offer, &headers).await
+        create(&state, peer, Protocol::Whip, request, &offer)
+            .await
+            .unwrap_or_else(|r| r.plain())
     }
     .await;
     with_cors(&state, &headers, response)
@@ -214,7 +197,7 @@ async fn view(
         };
         let offer = match offer_of(&headers, &body) {
             Ok(offer) => offer,
-            Err(response) => return *response,
+            Err(refusal) => return refusal.plain(),
         };
         // Everything loops by default (a channel, as /ws PLAY does); one recording plays once,
         // as the play page does.
@@ -224,7 +207,9 @@ async fn view(
             looping,
             recordings: recording.map(|id| vec![id]),
         };
-        create(&state, peer, Protocol::Whep, request, &offer, &headers).await
+        create(&state, peer, Protocol::Whep, request, &offer)
+            .await
+            .unwrap_or_else(|r| r.plain())
     }
     .await;
     with_cors(&state, &headers, response)
@@ -241,47 +226,28 @@ pub async fn view_live(
     let response = async {
         let offer = match offer_of(&headers, &body) {
             Ok(offer) => offer,
-            Err(response) => return *response,
+            Err(refusal) => return refusal.plain(),
         };
         let request = Request::Watch {
             offer: offer.clone(),
             target,
         };
-        create(&state, peer, Protocol::Whep, request, &offer, &headers).await
+        create(&state, peer, Protocol::Whep, request, &offer)
+            .await
+            .unwrap_or_else(|r| r.plain())
     }
     .await;
     with_cors(&state, &headers, response)
 }
 
-/// The offer in a POST body, or the response that refuses it.
-fn offer_of(headers: &HeaderMap, body: &Bytes) -> Result<SessionDescription, Box<Response>> {
-    if !content_type_is(headers, SDP) {
-        let mut response = plain(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "the offer must be sent as Content-Type: application/sdp",
-        );
-        response
-            .headers_mut()
-            .insert("accept-post", HeaderValue::from_static(SDP));
-        return Err(Box::new(response));
-    }
-    if body.len() > MAX_MESSAGE_BYTES {
-        return Err(Box::new(plain(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "the offer is larger than 1 MiB",
-        )));
-    }
-    let Ok(sdp) = std::str::from_utf8(body) else {
-        return Err(Box::new(plain(
-            StatusCode::BAD_REQUEST,
-            "the offer is not UTF-8 text",
-        )));
-    };
+/// The offer in a POST body, or why it is refused.
+fn offer_of(headers: &HeaderMap, body: &Bytes) -> Result<SessionDescription, Refusal> {
+    let sdp = started::text_body(headers, body, SDP, "the offer")?;
     if !sdp.trim_start().starts_with("v=0") {
-        return Err(Box::new(plain(
+        return Err(Refusal::new(
             StatusCode::BAD_REQUEST,
             "the offer is not an SDP session description (it must start with v=0)",
-        )));
+        ));
     }
     Ok(SessionDescription {
         kind: SdpKind::Offer,
@@ -296,108 +262,39 @@ async fn create(
     protocol: Protocol,
     request: Request,
     offer: &SessionDescription,
-    headers: &HeaderMap,
-) -> Response {
-    let (tx, mut events) = mpsc::channel(64);
-    let handle = session::start(state, peer.ip(), request, tx);
-    let mut guard = StopUnlessKept(handle.as_ref().ok().map(|h| h.stop_token()));
-    let mut handle = match handle {
-        Ok(handle) => handle,
-        Err(e) => {
-            let status = match e {
-                StartError::ShuttingDown | StartError::Refused(Refused::Full(_)) => {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
-                StartError::Refused(Refused::PerIp(_)) => StatusCode::TOO_MANY_REQUESTS,
-            };
-            let mut response = plain(status, &e.to_string());
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from_static(RETRY_AFTER_SECONDS),
-            );
-            return with_cors(state, headers, response);
-        }
+) -> Result<Response, Refusal> {
+    let started = started::start(state, peer.ip(), request).await?;
+    let Event::Answer(answer, trickle) = &started.first else {
+        return Err(Refusal::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the session started without an answer",
+        ));
     };
-    let first = tokio::time::timeout(ANSWER_TIMEOUT, events.recv()).await;
-    let (answer, trickle) = match first {
-        Ok(Some(Event::Answer(answer, trickle))) => (answer, trickle),
-        other => {
-            // No answer: the session has ended (or is told to); say why.
-            handle.stop();
-            let response = match other {
-                Ok(Some(Event::Rejected(why))) => {
-                    let status = match why {
-                        Rejection::BadOffer(_) => StatusCode::BAD_REQUEST,
-                        Rejection::Unacceptable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-                        Rejection::NotFound(_) => StatusCode::NOT_FOUND,
-                        Rejection::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-                        Rejection::Conflict(_) => StatusCode::CONFLICT,
-                        Rejection::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-                    };
-                    let mut response = plain(status, why.message());
-                    if status == StatusCode::SERVICE_UNAVAILABLE {
-                        response.headers_mut().insert(
-                            header::RETRY_AFTER,
-                            HeaderValue::from_static(RETRY_AFTER_SECONDS),
-                        );
-                    }
-                    response
-                }
-                Ok(Some(Event::Error(text))) => plain(StatusCode::INTERNAL_SERVER_ERROR, &text),
-                Err(_) => plain(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "the server did not make an answer in time",
-                ),
-                _ => plain(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "the session ended before it answered",
-                ),
-            };
-            handle.finished().await;
-            return with_cors(state, headers, response);
-        }
-    };
-    let id = handle.id.clone();
-    let key = protocol.key(&id);
-    let etag = format!(
-        "\"{:08x}{:08x}\"",
-        session::play::rand_u32(),
-        session::play::rand_u32()
-    );
+    let (answer, trickle) = (answer.sdp.clone(), trickle.clone());
+    let id = started.handle.id.clone();
+    let key = protocol.key(&id)?;
+    let etag = format!("\"{:016x}\"", crate::random::u64());
     let (done_tx, done) = watch::channel(false);
-    guard.0 = None;
     state.resources.lock().insert(
         key.clone(),
         Resource {
             protocol,
-            stop: handle.stop_token(),
+            stop: started.handle.stop_token(),
             done,
             etag: etag.clone(),
             ufrag: ice_ufrag(&offer.sdp),
             trickle,
         },
     );
-    // The session's later events have no client to go to: they are logged. When its
-    // channel closes the session has concluded: the resource goes.
+    // Once the session has concluded, its resource goes.
     let resources = state.resources.clone();
-    let session_id = id.clone();
     let resource_key = key.clone();
-    state.tasks.spawn(async move {
-        while let Some(event) = events.recv().await {
-            match event {
-                Event::Error(text) => tracing::info!(session = %session_id, "{text}"),
-                Event::RecordingFinished(meta) => {
-                    tracing::info!(session = %session_id, recording = %meta.id, "recording finished")
-                }
-                _ => {}
-            }
-        }
-        handle.finished().await;
+    started.keep(state, move || {
         resources.lock().remove(&resource_key);
         let _ = done_tx.send(true);
     });
     tracing::info!(session = %id, protocol = protocol.name(), "session created");
-    let mut response = (StatusCode::CREATED, answer.sdp).into_response();
+    let mut response = (StatusCode::CREATED, answer).into_response();
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDP));
     if let Ok(v) = HeaderValue::from_str(&protocol.location(&key)) {
@@ -412,7 +309,7 @@ async fn create(
             h.append(header::LINK, v);
         }
     }
-    with_cors(state, headers, response)
+    Ok(response)
 }
 
 /// `DELETE /whip/{session}`.
@@ -512,7 +409,7 @@ async fn patch_inner(
             &format!("no {} session has this URL", protocol.name()),
         );
     };
-    if !content_type_is(headers, SDPFRAG) {
+    if !started::content_type_is(headers, SDPFRAG) {
         let mut response = plain(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "PATCH takes Content-Type: application/trickle-ice-sdpfrag",
@@ -581,17 +478,34 @@ async fn patch_inner(
     }
 }
 
-/// `OPTIONS` on any WHIP/WHEP URL: what it takes, and the CORS preflight answer.
-pub async fn options(
-    State(state): State<AppState>,
+/// `OPTIONS` on an endpoint (`/whip`, `/whep…`): what it takes, the CORS preflight answer,
+/// and the ICE servers for clients that may start a session there.
+pub async fn options_endpoint(
+    state: State<AppState>,
     who: Option<Extension<Who>>,
     uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Response {
-    let path = uri.path();
-    let endpoint = path == "/whip"
-        || path == "/whep"
-        || (path.starts_with("/whep/") && !path.starts_with("/whep/session/"));
+    options(state, who, uri, headers, true)
+}
+
+/// `OPTIONS` on a session's URL.
+pub async fn options_resource(
+    state: State<AppState>,
+    who: Option<Extension<Who>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    options(state, who, uri, headers, false)
+}
+
+fn options(
+    State(state): State<AppState>,
+    who: Option<Extension<Who>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    endpoint: bool,
+) -> Response {
     let mut response = StatusCode::NO_CONTENT.into_response();
     let h = response.headers_mut();
     if endpoint {
@@ -604,12 +518,8 @@ pub async fn options(
         );
         h.insert("accept-patch", HeaderValue::from_static(SDPFRAG));
     }
-    // TURN credentials go only to clients that may start a session.
-    let need = if path.starts_with("/whip") {
-        Need::Write
-    } else {
-        Need::Read
-    };
+    // TURN credentials go only to clients that may start a session here (POST's rule).
+    let need = crate::http::access::classify(&axum::http::Method::POST, uri.path());
     let who = who.map(|Extension(w)| w).unwrap_or_default();
     if endpoint && state.access.allowed(&who, need) {
         for link in ice_server_links(&state.config.ice_server) {
@@ -666,14 +576,6 @@ fn plain(status: StatusCode, text: &str) -> Response {
         format!("{text}\n"),
     )
         .into_response()
-}
-
-fn content_type_is(headers: &HeaderMap, want: &str) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case(want))
 }
 
 /// The first `a=ice-ufrag` of an SDP.

@@ -169,7 +169,7 @@ async fn handle(socket: WebSocket, state: AppState, client: IpAddr, who: Who, _s
                         Reply::Error(e) => Some(e),
                         Reply::Refused(e) => {
                             // Refused for want of the token: say so, then close.
-                            state.metrics.websocket_error(WsError::BadMessage);
+                            state.metrics.websocket_error(WsError::Refused);
                             let _ = out_tx.try_send(ServerMessage::Error(e));
                             break Farewell::Refused;
                         }
@@ -273,6 +273,8 @@ async fn write_loop(
 struct Running {
     handle: SessionHandle,
     events: mpsc::Receiver<Event>,
+    /// STOP was sent to it: it is ending.
+    stopping: bool,
 }
 
 /// What to answer a text message with.
@@ -306,8 +308,14 @@ fn on_text(
     }
     let error = match msg {
         ClientMessage::Stop => match running {
+            // Every STOP gets an answer: the first one the session's end, a repeated one
+            // (sent before the end arrived) this.
+            Some(session) if session.stopping => {
+                Some("already stopping: the session is ending".into())
+            }
             Some(session) => {
                 session.handle.stop();
+                session.stopping = true;
                 None
             }
             None => Some("nothing to stop: no recording or playback is running".into()),
@@ -365,7 +373,11 @@ fn start(
     let (events_tx, events) = mpsc::channel::<Event>(OUT_QUEUE);
     match session::start(state, client, request, events_tx) {
         Ok(handle) => {
-            *running = Some(Running { handle, events });
+            *running = Some(Running {
+                handle,
+                events,
+                stopping: false,
+            });
             None
         }
         Err(e) => Some(e.to_string()),

@@ -121,9 +121,9 @@ impl Client {
         };
         let net = client_net(options.ice_ip)?;
         let (core, events) = Core::build(&net, &plan, peer::DtlsAnswerRole::Client).await?;
-        let stream_id = format!("client-{:08x}", peer::random_u32());
-        let audio_ssrc = peer::random_u32();
-        let video_ssrc = peer::random_u32();
+        let stream_id = format!("client-{:08x}", crate::random::nonzero_u32());
+        let audio_ssrc = crate::random::nonzero_u32();
+        let video_ssrc = crate::random::nonzero_u32();
         let audio = peer::local_track(
             &stream_id,
             MediaKind::Audio,

@@ -323,15 +323,15 @@ impl Rtc {
         let plan = sdp::plan_viewer(&offer.sdp)?;
         let desc = library_offer(offer)?;
         let (core, events) = Core::build(&self.net, &plan, peer::DtlsAnswerRole::Client).await?;
-        let stream_id = format!("pion-the-sky-{:08x}", peer::random_u32());
+        let stream_id = format!("pion-the-sky-{:08x}", crate::random::nonzero_u32());
         let audio = plan.audio.as_ref().map(|choice| {
-            let ssrc = peer::random_u32();
+            let ssrc = crate::random::nonzero_u32();
             (
                 peer::local_track(&stream_id, MediaKind::Audio, choice, ssrc),
                 ssrc,
             )
         });
-        let video_ssrc = peer::random_u32();
+        let video_ssrc = crate::random::nonzero_u32();
         let video = Some((
             peer::local_track(&stream_id, MediaKind::Video, &plan.video[0], video_ssrc),
             video_ssrc,

@@ -755,21 +755,6 @@ pub(crate) struct Outgoing {
     pub payload_types: Vec<(Codec, u8)>,
 }
 
-/// A random non-zero 32-bit value (SSRCs), without pulling in a RNG crate.
-pub(crate) fn random_u32() -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_usize(COUNTER.fetch_add(1, Ordering::Relaxed));
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default(),
-    );
-    (h.finish() as u32).max(1)
-}
-
 /// A pass-through RTP track carrying `ssrc`. The coding names one codec (the preferred one)
 /// so the interceptors (NACK responder, sender reports) bind to this SSRC; the codecs the
 /// sender may use are the transceiver's negotiated list, so other negotiated payload types on

@@ -231,14 +231,14 @@ pub(crate) fn plan_recorder(sdp: &str, video: Codec) -> Result<Plan, RtcError> {
     if video.kind() != MediaKind::Video {
         return Err(RtcError::Settings(format!(
             "{} is not a video codec",
-            codec_name(video)
+            video.name()
         )));
     }
     let sections = parse(sdp)?;
     require_media(&sections)?;
     let video_section = first_section(&sections, MediaKind::Video).ok_or(RtcError::NoVideo)?;
-    let video_choice = choose_video(video_section, video)
-        .ok_or(RtcError::VideoCodecNotOffered(codec_name(video)))?;
+    let video_choice =
+        choose_video(video_section, video).ok_or(RtcError::VideoCodecNotOffered(video.name()))?;
     let audio = first_section(&sections, MediaKind::Audio).and_then(choose_opus);
     Ok(Plan {
         audio,
@@ -270,8 +270,9 @@ pub(crate) fn preferred_video(sdp: &str) -> Result<Codec, RtcError> {
 }
 
 /// A plain-RTP stream described by an SDP (RTP ingest): the video section's first codec we
-/// record (VP8, or H264 in packetization mode 1; any profile without B-frames records) and an
-/// Opus audio section, each with the port it is sent to.
+/// record (VP8, or H264 in packetization mode 0 or 1; the profile is not checked: the stream
+/// must have no B-frames, which RTP cannot say) and an Opus audio section, each with the port
+/// it is sent to.
 pub(crate) fn plan_ingest(sdp: &str) -> Result<super::IngestPlan, RtcError> {
     let sections = parse(sdp)?;
     require_media(&sections)?;
@@ -297,15 +298,11 @@ pub(crate) fn plan_ingest(sdp: &str) -> Result<super::IngestPlan, RtcError> {
         })
         .ok_or(RtcError::NoRecordableVideo)?;
     let audio = first_section(&sections, MediaKind::Audio).and_then(|section| {
-        section
-            .codecs
-            .iter()
-            .find(|c| c.name.eq_ignore_ascii_case("opus") && c.clock_rate == 48_000)
-            .map(|c| super::IngestTrack {
-                codec: Codec::Opus,
-                payload_type: c.pt,
-                port: section.port,
-            })
+        choose_opus(section).map(|c| super::IngestTrack {
+            codec: Codec::Opus,
+            payload_type: c.pt,
+            port: section.port,
+        })
     });
     for track in std::iter::once(&video).chain(audio.iter()) {
         if track.port < 1024 {
@@ -415,15 +412,6 @@ fn public_twins(line: &str, public_ips: &[IpAddr]) -> Vec<String> {
             format!("a=candidate:{}", twin.join(" "))
         })
         .collect()
-}
-
-/// A codec's name as the browser's user knows it.
-pub(crate) fn codec_name(codec: Codec) -> &'static str {
-    match codec {
-        Codec::H264 => "H264",
-        Codec::Vp8 => "VP8",
-        Codec::Opus => "Opus",
-    }
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use tokio::time::Instant as TokioInstant;
 
-use app::protocol::{NowPlaying, RecordingMeta, SessionDescription, SessionPhase, SessionState};
+use app::protocol::{NowPlaying, RecordingMeta, SessionDescription, SessionPhase};
 use media::forward::{Rewriter, starts_keyframe};
 use media::rtp::RtpPacket;
 use media::{Codec, MediaKind};
@@ -27,6 +27,7 @@ use super::{Event, Events, Rejection, tell};
 use crate::AppState;
 use crate::metrics::EndReason;
 use crate::rtc::{PeerEvent, PeerState};
+use crate::session::play::{end_phase, viewer_state};
 use crate::session::registry::Registration;
 
 /// Packets queued for one viewer (about a second of 2.5 Mbit/s video with its audio). A
@@ -169,6 +170,7 @@ impl LiveHub {
             channel,
             last_request: None,
             pending_request: false,
+            hold: None,
         }
     }
 
@@ -180,14 +182,6 @@ impl LiveHub {
             .or_else(|| channels.values().find(|c| c.recording == target))
             .cloned()
     }
-
-    /// Recording session ids that can be watched, with their recording ids.
-    pub fn live(&self) -> Vec<(String, String)> {
-        self.lock()
-            .values()
-            .map(|c| (c.session.clone(), c.recording.clone()))
-            .collect()
-    }
 }
 
 /// The recorder's end of its channel.
@@ -197,6 +191,9 @@ pub struct Publisher {
     /// When the last PLI for viewers went out.
     last_request: Option<TokioInstant>,
     pending_request: bool,
+    /// The wait of a held request: one timer per request, kept across the recorder's loop
+    /// turns (it polls [`keyframe_wanted`](Self::keyframe_wanted) once per packet).
+    hold: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Publisher {
@@ -207,11 +204,15 @@ impl Publisher {
         }
         let video = self.channel.video;
         let mut lost_video = false;
+        // Parsed once per packet, and only if someone waits for a keyframe.
+        let mut keyframe: Option<bool> = None;
         let mut subs = self.channel.lock();
         subs.retain_mut(|sub| {
             let discontinuity = match kind {
                 MediaKind::Video if sub.waiting_for_keyframe => {
-                    if !starts_keyframe(video, &packet.payload) {
+                    let starts =
+                        *keyframe.get_or_insert_with(|| starts_keyframe(video, &packet.payload));
+                    if !starts {
                         sub.dropped.fetch_add(1, Ordering::Relaxed);
                         return true;
                     }
@@ -263,10 +264,17 @@ impl Publisher {
         if !self.pending_request {
             self.channel.keyframe_wanted.notified().await;
             self.pending_request = true;
+            let until = self
+                .last_request
+                .map(|last| last + KEYFRAME_REQUEST_INTERVAL);
+            if let Some(until) = until.filter(|u| *u > TokioInstant::now()) {
+                self.hold = Some(Box::pin(tokio::time::sleep_until(until)));
+            }
         }
-        if let Some(last) = self.last_request {
-            tokio::time::sleep_until(last + KEYFRAME_REQUEST_INTERVAL).await;
+        if let Some(hold) = self.hold.as_mut() {
+            hold.await;
         }
+        self.hold = None;
         self.pending_request = false;
         self.last_request = Some(TokioInstant::now());
     }
@@ -293,12 +301,15 @@ impl Drop for Publisher {
     }
 }
 
-/// Timestamp step between two sources of one kind (one 30 fps frame, one 20 ms Opus frame).
-fn gap_ticks(kind: MediaKind) -> u32 {
-    match kind {
+/// A rewriter for one kind of a recorder's packets, to `ssrc`, from a random sequence number
+/// and timestamp; between two sources of the recorder it steps one 30 fps frame or one 20 ms
+/// Opus frame.
+pub(crate) fn rewriter(ssrc: u32, kind: MediaKind) -> Rewriter {
+    let gap = match kind {
         MediaKind::Video => 3000,
         MediaKind::Audio => 960,
-    }
+    };
+    Rewriter::new(ssrc, crate::random::u16(), crate::random::u32(), gap)
 }
 
 /// A live viewer's session: from the recorder's packets to the viewer, until the recording
@@ -320,12 +331,9 @@ pub async fn run(
         );
         return EndReason::Error;
     };
-    let (peer, answer, mut events) = match state.rtc.accept_viewer(&offer).await {
-        Ok(x) => x,
-        Err(e) => {
-            tell(&out, Event::Rejected(Rejection::from_rtc(&e)));
-            return EndReason::Error;
-        }
+    let Some((peer, answer, mut events)) = super::play::accept_viewer(&state, &offer, &out).await
+    else {
+        return EndReason::Error;
     };
     let payload_types = peer.payload_types();
     let pt_of = |codec: Codec| {
@@ -336,11 +344,7 @@ pub async fn run(
     };
     let Some(video_pt) = pt_of(channel.video) else {
         peer.close().await;
-        let name = match channel.video {
-            Codec::H264 => "H264",
-            Codec::Vp8 => "VP8",
-            Codec::Opus => "Opus",
-        };
+        let name = channel.video.name();
         tell(
             &out,
             Event::Rejected(Rejection::Unacceptable(format!(
@@ -364,7 +368,7 @@ pub async fn run(
         tell(&out, Event::Error("the recording has ended".into()));
         tell(
             &out,
-            Event::State(live_state(SessionPhase::Finished, Instant::now(), 0)),
+            Event::State(viewer_state(SessionPhase::Finished, Instant::now(), 0)),
         );
         return EndReason::Finished;
     };
@@ -378,19 +382,8 @@ pub async fn run(
         }),
     );
     let start = Instant::now();
-    let random = |kind| super::play::rand_u32() ^ (kind as u32);
-    let mut video = Rewriter::new(
-        peer.ssrc(MediaKind::Video),
-        random(0) as u16,
-        random(1),
-        gap_ticks(MediaKind::Video),
-    );
-    let mut audio = Rewriter::new(
-        peer.ssrc(MediaKind::Audio),
-        random(2) as u16,
-        random(3),
-        gap_ticks(MediaKind::Audio),
-    );
+    let mut video = rewriter(peer.ssrc(MediaKind::Video), MediaKind::Video);
+    let mut audio = rewriter(peer.ssrc(MediaKind::Audio), MediaKind::Audio);
     let mut frames = 0u64;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let metrics = &state.metrics;
@@ -425,7 +418,7 @@ pub async fn run(
             },
             _ = tick.tick() => {
                 registration.progress.set(0, frames);
-                tell(&out, Event::State(live_state(SessionPhase::Playing, start, frames)));
+                tell(&out, Event::State(viewer_state(SessionPhase::Playing, start, frames)));
             }
             _ = registration.stop.cancelled() => break EndReason::Stopped,
             _ = state.shutdown.cancelled() => break EndReason::Shutdown,
@@ -434,23 +427,12 @@ pub async fn run(
     let dropped = sub.dropped.load(Ordering::Relaxed);
     drop(sub);
     peer.close().await;
-    let phase = if ended == EndReason::Finished {
-        SessionPhase::Finished
-    } else {
-        SessionPhase::Stopped
-    };
-    tell(&out, Event::State(live_state(phase, start, frames)));
+    tell(
+        &out,
+        Event::State(viewer_state(end_phase(ended), start, frames)),
+    );
     tracing::info!(frames, dropped, ?ended, "live viewer ended");
     ended
-}
-
-fn live_state(phase: SessionPhase, start: Instant, frames: u64) -> SessionState {
-    SessionState {
-        phase,
-        elapsed_ms: start.elapsed().as_millis() as u64,
-        bytes: 0,
-        frames,
-    }
 }
 
 #[cfg(test)]

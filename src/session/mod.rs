@@ -1,6 +1,8 @@
-//! One task per WebRTC session. The task owns its peer, its event channel and its recorder
-//! or player. Sessions speak their own [`Request`] and [`Event`] types; each way in (the `/ws`
-//! protocol in `http::ws`, the session API) translates at its edge. Every live session is in
+//! One task per session (recording, playback, live viewing). The task owns its peer (or an
+//! RTP ingest's sockets), its event channel and its recorder or player. Sessions speak their
+//! own [`Request`] and [`Event`] types; each way in (the `/ws` protocol in `http::ws`, WHIP
+//! and WHEP in `http::whip`, RTP ingest in `http::ingest`, the session API) translates at its
+//! edge. Every live session is in
 //! the [`registry::SessionRegistry`], which also enforces the session limits.
 pub mod live;
 pub mod play;
@@ -134,7 +136,9 @@ pub enum Event {
 /// Where a session sends its events.
 pub type Events = mpsc::Sender<Event>;
 
-/// A handle on a running session.
+/// A handle on a running session. Dropping it asks the session to end: whoever started a
+/// session owns it (a websocket, an HTTP request and then the task that keeps it), and a
+/// session nobody holds has nobody to end it.
 pub struct SessionHandle {
     /// The session's id in the registry.
     pub id: String,
@@ -161,6 +165,12 @@ impl SessionHandle {
             }
             self.task = None;
         }
+    }
+}
+
+impl Drop for SessionHandle {
+    fn drop(&mut self) {
+        self.stop.cancel();
     }
 }
 

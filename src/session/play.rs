@@ -40,12 +40,8 @@ pub async fn run(
             return EndReason::Error;
         }
     };
-    let (peer, answer, mut events) = match state.rtc.accept_viewer(&offer).await {
-        Ok(x) => x,
-        Err(e) => {
-            tell(&out, Event::Rejected(Rejection::from_rtc(&e)));
-            return EndReason::Error;
-        }
+    let Some((peer, answer, mut events)) = accept_viewer(&state, &offer, &out).await else {
+        return EndReason::Error;
     };
     tell(&out, Event::Answer(answer, Some(peer.trickle())));
     tracing::info!(clips = playlist.len(), looping, session = %registration.id, "playback session started");
@@ -175,10 +171,10 @@ impl Playing<'_> {
             audio_ssrc: peer.ssrc(MediaKind::Audio),
             mtu: 1200,
             payload_types: peer.payload_types(),
-            initial_video_seq: rand_u16(),
-            initial_audio_seq: rand_u16(),
-            initial_video_ts: rand_u32(),
-            initial_audio_ts: rand_u32(),
+            initial_video_seq: crate::random::u16(),
+            initial_audio_seq: crate::random::u16(),
+            initial_video_ts: crate::random::u32(),
+            initial_audio_ts: crate::random::u32(),
         });
         let mut sched_feed = SchedulerFeed::new();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -259,22 +255,51 @@ impl Playing<'_> {
     /// Tells the viewer how the playback ended: `finished` when played through, `stopped`
     /// otherwise (STOP, the viewer gone, shutdown; the socket may already be closed).
     fn conclude(&self, ended: EndReason) {
-        let phase = if ended == EndReason::Finished {
-            SessionPhase::Finished
-        } else {
-            SessionPhase::Stopped
-        };
-        tell(self.out, Event::State(self.state_now(phase)));
+        tell(self.out, Event::State(self.state_now(end_phase(ended))));
         tracing::info!(frames = self.sent_frames, ?ended, "playback session ended");
     }
 
     fn state_now(&self, phase: SessionPhase) -> SessionState {
-        SessionState {
-            phase,
-            elapsed_ms: self.start.elapsed().as_millis() as u64,
-            bytes: 0,
-            frames: self.sent_frames,
+        viewer_state(phase, self.start, self.sent_frames)
+    }
+}
+
+/// Answers a viewer's offer (stored or live playback); a refusal is told to the client.
+pub(super) async fn accept_viewer(
+    state: &AppState,
+    offer: &SessionDescription,
+    out: &Events,
+) -> Option<(
+    crate::rtc::ViewerPeer,
+    SessionDescription,
+    mpsc::Receiver<PeerEvent>,
+)> {
+    match state.rtc.accept_viewer(offer).await {
+        Ok(x) => Some(x),
+        Err(e) => {
+            tell(out, Event::Rejected(Rejection::from_rtc(&e)));
+            None
         }
+    }
+}
+
+/// A viewer's progress: `frames` sent since `start`.
+pub(super) fn viewer_state(phase: SessionPhase, start: Instant, frames: u64) -> SessionState {
+    SessionState {
+        phase,
+        elapsed_ms: start.elapsed().as_millis() as u64,
+        bytes: 0,
+        frames,
+    }
+}
+
+/// How a viewer's session ended, as its last `STATE` says: `finished` when played through (or
+/// the live recording ended), `stopped` otherwise (STOP, the viewer gone, shutdown).
+pub(super) fn end_phase(ended: EndReason) -> SessionPhase {
+    if ended == EndReason::Finished {
+        SessionPhase::Finished
+    } else {
+        SessionPhase::Stopped
     }
 }
 
@@ -622,20 +647,4 @@ impl Reader {
         self.send(Feed::ClipEnd)?;
         self.verdicts.recv().map_err(|_| Gone)
     }
-}
-
-pub(crate) fn rand_u32() -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    h.finish() as u32
-}
-
-fn rand_u16() -> u16 {
-    rand_u32() as u16
 }

@@ -58,7 +58,13 @@ enum Source {
 }
 
 impl Source {
-    /// A PLI to a WebRTC sender; plain RTP has no way back.
+    /// Whether keyframes can be asked for: a WebRTC sender takes PLIs; plain RTP has no way
+    /// back.
+    fn takes_keyframe_requests(&self) -> bool {
+        matches!(self, Source::Peer(_))
+    }
+
+    /// A PLI to a WebRTC sender (nothing for plain RTP).
     async fn request_keyframe(&self) {
         if let Source::Peer(peer) = self {
             peer.request_keyframe().await;
@@ -104,7 +110,10 @@ pub async fn run(
                     Event::Ingesting,
                     events,
                 )),
-                Err(e) => Err(Rejection::Conflict(e.to_string())),
+                // A port in use is the client's to resolve (another port); anything else
+                // (no such address here, no permission) is the server's.
+                Err(e) if e.in_use() => Err(Rejection::Conflict(e.to_string())),
+                Err(e) => Err(Rejection::Unavailable(e.to_string())),
             }
         }
     };
@@ -130,11 +139,7 @@ pub async fn run(
     let publisher = state.live.open(&registration.id, &open.meta, video);
     // `--forward-rtp`: every recording goes to these services too.
     for to in &state.config.forward_rtp {
-        if let Err(e) = state
-            .forwards
-            .start_to(&state, &state.live, &registration.id, *to)
-            .await
-        {
+        if let Err(e) = state.forwards.start_to(&state, &registration.id, *to).await {
             tracing::warn!(%to, error = %e, "RTP forward not started");
         }
     }
@@ -211,21 +216,19 @@ async fn accept(
     ),
     Rejection,
 > {
+    let from_rtc = |e: crate::rtc::RtcError| Rejection::from_rtc(&e);
     let video = match choice {
-        super::VideoChoice::Server => Ok(state.config.vcodec.codec()),
-        super::VideoChoice::OfferPreference => crate::rtc::preferred_video(offer),
+        super::VideoChoice::Server => state.config.vcodec.codec(),
+        super::VideoChoice::OfferPreference => {
+            crate::rtc::preferred_video(offer).map_err(from_rtc)?
+        }
     };
-    let accepted = match video {
-        Ok(video) => state
-            .rtc
-            .accept_recorder(offer, video)
-            .await
-            .map(|x| (video, x)),
-        Err(e) => Err(e),
-    };
-    accepted
-        .map(|(video, (peer, answer, events))| (video, peer, answer, events))
-        .map_err(|e| Rejection::from_rtc(&e))
+    let (peer, answer, events) = state
+        .rtc
+        .accept_recorder(offer, video)
+        .await
+        .map_err(from_rtc)?;
+    Ok((video, peer, answer, events))
 }
 
 impl End {
@@ -341,6 +344,8 @@ impl Live<'_> {
         let config = &state.config;
         let start = ingest.start;
         let mut pli = tokio::time::interval(Duration::from_secs(config.pli_interval.max(1)));
+        // Keyframe requests (periodic, and for live viewers) go only to a sender that takes them.
+        let asks = self.peer.takes_keyframe_requests();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         // One timer for the whole session: a `sleep_until` built inside `select!` would
         // register and cancel a timer entry for every packet.
@@ -388,10 +393,9 @@ impl Live<'_> {
                     Some(PeerEvent::State(PeerState::Closed)) => break End::PeerGone("the browser closed the connection"),
                     Some(_) => {}
                 },
-                _ = pli.tick() => self.keyframe().await,
-                _ = self.publisher.keyframe_wanted(), if self.publisher.active() => {
-                    self.metrics.plis_sent.inc();
-                    self.peer.request_keyframe().await;
+                _ = pli.tick(), if asks => self.keyframe().await,
+                _ = self.publisher.keyframe_wanted(), if asks && self.publisher.active() => {
+                    self.keyframe().await;
                 }
                 _ = tick.tick() => {
                     let now = Instant::now();
@@ -422,9 +426,12 @@ impl Live<'_> {
         (end, None)
     }
 
+    /// A PLI to the sender, counted (only a sender that takes them is asked).
     async fn keyframe(&self) {
-        self.metrics.plis_sent.inc();
-        self.peer.request_keyframe().await;
+        if self.peer.takes_keyframe_requests() {
+            self.metrics.plis_sent.inc();
+            self.peer.request_keyframe().await;
+        }
     }
 
     /// Adds what the depacketizers and the writer did since the last report to the metrics.

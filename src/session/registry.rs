@@ -205,15 +205,7 @@ impl Drop for Registration {
 
 /// 16 hex digits from the hasher's random keys: ids are not guessable from one another.
 fn new_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    format!("{:016x}", h.finish())
+    format!("{:016x}", crate::random::u64())
 }
 
 fn rfc3339(t: SystemTime) -> String {

@@ -172,12 +172,19 @@ impl FsStore {
 
     /// Writes metadata atomically: temp file, fsync, rename.
     fn write_meta(&self, meta: &RecordingMeta) -> Result<(), StoreError> {
-        let path = self.meta_path(&meta.id);
-        let tmp = self.dir.join(format!(".{}.json.tmp", meta.id));
         let body = serde_json::to_vec_pretty(meta).unwrap_or_default();
+        self.write_atomic(&format!("{}.json", meta.id), &body)
+            .map_err(|e| StoreError::io(format!("saving metadata of {}", meta.id), e))
+    }
+
+    /// Writes `name` in the data directory all at once: a hidden temp file, synced, renamed
+    /// over the old one, the directory synced (a crash leaves the old file or the new one).
+    fn write_atomic(&self, name: &str, body: &[u8]) -> std::io::Result<()> {
+        let path = self.dir.join(name);
+        let tmp = self.dir.join(format!(".{name}.tmp"));
         let write = || -> std::io::Result<()> {
             let mut f = File::create(&tmp)?;
-            f.write_all(&body)?;
+            f.write_all(body)?;
             f.sync_all()?;
             fs::rename(&tmp, &path)?;
             if let Ok(d) = File::open(&self.dir) {
@@ -185,9 +192,8 @@ impl FsStore {
             }
             Ok(())
         };
-        write().map_err(|e| {
+        write().inspect_err(|_| {
             let _ = fs::remove_file(&tmp);
-            StoreError::io(format!("saving metadata of {}", meta.id), e)
         })
     }
 
@@ -423,14 +429,8 @@ impl RecordingStore for FsStore {
     fn save_thumbnail(&self, id: &str, jpeg: &[u8]) -> Result<(), StoreError> {
         validate_id(id)?;
         self.lookup(id)?;
-        let path = self.thumbnail_path(id);
-        let tmp = self.dir.join(format!("{id}.jpg.tmp"));
-        fs::write(&tmp, jpeg)
-            .and_then(|()| fs::rename(&tmp, &path))
-            .map_err(|e| {
-                let _ = fs::remove_file(&tmp);
-                StoreError::io(format!("saving the poster of {id}"), e)
-            })
+        self.write_atomic(&format!("{id}.jpg"), jpeg)
+            .map_err(|e| StoreError::io(format!("saving the poster of {id}"), e))
     }
 }
 

@@ -65,26 +65,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn annexb_split_table() {
-        let cases: &[(&[u8], &[&[u8]])] = &[
-            (
-                &[0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x68, 3],
-                &[&[0x67, 1, 2], &[0x68, 3]],
-            ),
-            (
-                &[0, 0, 1, 0x65, 9, 0, 0, 0, 1, 0x41],
-                &[&[0x65, 9], &[0x41]],
-            ),
-            (&[0x65, 1, 2], &[&[0x65, 1, 2]]),
-            (&[], &[]),
-            (&[0, 0, 1], &[]),
-        ];
-        for (input, want) in cases {
-            assert_eq!(nal_units(input).collect::<Vec<_>>(), *want, "{input:?}");
-        }
-    }
-
-    #[test]
     fn avcc_round_trip_and_malformed() {
         let annexb = [0, 0, 0, 1, 0x67, 1, 2, 0, 0, 0, 1, 0x65, 7];
         let avcc = annexb_to_avcc(&annexb);
@@ -94,35 +74,6 @@ mod tests {
         assert!(avcc_nals(&[0, 0, 0, 9, 1], 4).is_none());
         assert!(avcc_nals(&[0, 0], 4).is_none());
         assert!(avcc_nals(&[1], 0).is_none());
-    }
-
-    #[test]
-    fn opus_toc_durations() {
-        for (packet, want) in [
-            (&[][..], 960),
-            (&[0xf8][..], 960),        // CELT FB 20 ms, code 0
-            (&[0xf9][..], 1920),       // 2 frames
-            (&[0xe0][..], 120),        // CELT 2.5 ms
-            (&[0x08][..], 960),        // SILK NB 20 ms
-            (&[0x18][..], 2880),       // SILK 60 ms
-            (&[0x7b, 0x03][..], 2880), // hybrid FB 20 ms, code 3 with 3 frames
-        ] {
-            let got = crate::depack::opus::packet_samples(packet).unwrap_or(960);
-            assert_eq!(got, want, "{packet:x?}");
-        }
-        // Over 120 ms: not a valid packet (the containers then assume 20 ms).
-        assert_eq!(crate::depack::opus::packet_samples(&[0x1b, 0x3f]), None);
-    }
-
-    #[test]
-    fn vp8_header() {
-        let key = [0x50, 0x1a, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x00, 0x30, 0x00];
-        let dims = crate::depack::vp8::frame_dimensions;
-        assert_eq!(dims(&key), Some((64, 48)));
-        let mut inter = key;
-        inter[0] |= 1;
-        assert_eq!(dims(&inter), None);
-        assert_eq!(dims(&key[..9]), None);
     }
 
     #[test]

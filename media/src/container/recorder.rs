@@ -2,15 +2,11 @@
 //! timestamps to the recording start, clamping non-monotonic timestamps, computing frame
 //! durations, and interleaving audio and video in time order before the muxer sees them.
 use super::helpers::rescale;
-use crate::depack::{h264, opus, vp8};
-
-/// An Opus packet's length in 48 kHz samples; 20 ms for one whose TOC does not say.
-fn opus_duration(packet: &[u8]) -> u32 {
-    opus::packet_samples(packet).unwrap_or(960)
-}
 use super::mp4::Mp4Muxer;
 use super::webm::WebmMuxer;
 use super::{ContainerKind, MuxError, Sample, StreamHeader, Track, VideoHeader};
+use crate::depack::opus::frame_samples as opus_duration;
+use crate::depack::{h264, vp8};
 use crate::{Codec, Frame, MediaKind};
 use std::collections::VecDeque;
 use std::io::{Seek, Write};
@@ -403,7 +399,7 @@ fn video_header(codec: Codec, data: &[u8]) -> Option<VideoHeader> {
         Codec::H264 => {
             let (sps, pps) = h264::parameter_sets(data);
             let (sps, pps) = (sps?, pps?);
-            let (width, height) = h264::sps_dimensions(sps).filter(|(w, h)| *w > 0 && *h > 0)?;
+            let (width, height) = h264::sps_dimensions(sps)?;
             (sps.len() >= 4).then(|| VideoHeader {
                 width,
                 height,

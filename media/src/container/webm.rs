@@ -906,9 +906,7 @@ pub(crate) fn recover<F: Read + Write + Seek>(f: &mut F) -> Result<Recovered, Mu
                         });
                     } else if Some(b.track) == audio_num {
                         c_audio += 1;
-                        let dur =
-                            i64::from(crate::depack::opus::packet_samples(b.data).unwrap_or(960))
-                                / 48;
+                        let dur = i64::from(crate::depack::opus::frame_samples(b.data)) / 48;
                         c_audio_end = c_audio_end.max(ms.saturating_add(dur));
                     }
                     if starts_cue {

@@ -104,7 +104,7 @@ pub fn parameter_sets(data: &[u8]) -> (Option<&[u8]>, Option<&[u8]>) {
 }
 
 /// Display width and height (after cropping) from an SPS NAL unit (header byte included; a
-/// leading start code is tolerated). `None` when it is not a parseable SPS.
+/// leading start code is tolerated). `None` when it is not a parseable SPS or says 0.
 pub fn sps_dimensions(sps: &[u8]) -> Option<(u32, u32)> {
     let nal = nal_units(sps).next()?;
     if nal_type(nal) != Some(NAL_SPS) {
@@ -112,12 +112,14 @@ pub fn sps_dimensions(sps: &[u8]) -> Option<(u32, u32)> {
     }
     let rbsp = decode_nal(nal).ok()?;
     let sps = SeqParameterSet::from_bits(BitReader::new(&rbsp[..])).ok()?;
-    sps.pixel_dimensions().ok()
+    sps.pixel_dimensions()
+        .ok()
+        .filter(|(w, h)| *w > 0 && *h > 0)
 }
 
 /// True when a slice NAL unit's `first_mb_in_slice` is 0 (the slice starts the picture).
 /// `first` is the first byte after the NAL header; ue(v) 0 is a single `1` bit.
-fn first_mb_is_zero(first: Option<&u8>) -> bool {
+pub(crate) fn first_mb_is_zero(first: Option<&u8>) -> bool {
     first.is_some_and(|b| b & 0x80 != 0)
 }
 
@@ -136,6 +138,34 @@ pub(crate) fn starts_frame(payload: &[u8]) -> bool {
         Some(1..=24) => true,
         _ => false,
     }
+}
+
+/// The NAL units aggregated in a STAP-A payload (RFC 6184 §5.7.1: after the STAP-A header
+/// byte, each unit has a 16-bit size); an `Err` at the first truncated or empty one.
+pub(crate) fn stap_a_units(payload: &[u8]) -> impl Iterator<Item = Result<&[u8], DepackError>> {
+    let mut rest = payload.get(1..).unwrap_or_default();
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let unit = match rest {
+            [hi, lo, tail @ ..] => {
+                let size = usize::from(u16::from_be_bytes([*hi, *lo]));
+                match tail.get(..size).filter(|u| !u.is_empty()) {
+                    Some(unit) => {
+                        rest = &tail[size..];
+                        Ok(unit)
+                    }
+                    None => Err(DepackError::Truncated),
+                }
+            }
+            _ => Err(DepackError::Truncated),
+        };
+        if unit.is_err() {
+            rest = &[];
+        }
+        Some(unit)
+    })
 }
 
 /// Reassembles H264 access units and remembers the latest SPS/PPS.
@@ -168,19 +198,9 @@ impl Assembler {
             match kind {
                 1..=23 => nals.push(p.clone()),
                 STAP_A => {
-                    let mut at = 1;
                     let before = nals.len();
-                    while at < p.len() {
-                        let size = p
-                            .get(at..at.saturating_add(2))
-                            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
-                            .ok_or(DepackError::Truncated)?;
-                        at += 2; // `get` succeeded: at + 2 <= p.len()
-                        if size == 0 || size > p.len() - at {
-                            return Err(DepackError::Truncated);
-                        }
-                        nals.push(p.slice(at..at + size));
-                        at += size; // <= p.len()
+                    for unit in stap_a_units(p) {
+                        nals.push(p.slice_ref(unit?));
                     }
                     if nals.len() == before {
                         return Err(DepackError::Truncated);
@@ -439,5 +459,25 @@ pub(crate) mod tests {
             (Some(&[0x67, 1][..]), Some(&[0x68, 2][..]))
         );
         assert_eq!(parameter_sets(&[0, 0, 1, 0x41]), (None, None));
+    }
+
+    #[test]
+    fn annexb_split_table() {
+        let cases: &[(&[u8], &[&[u8]])] = &[
+            (
+                &[0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x68, 3],
+                &[&[0x67, 1, 2], &[0x68, 3]],
+            ),
+            (
+                &[0, 0, 1, 0x65, 9, 0, 0, 0, 1, 0x41],
+                &[&[0x65, 9], &[0x41]],
+            ),
+            (&[0x65, 1, 2], &[&[0x65, 1, 2]]),
+            (&[], &[]),
+            (&[0, 0, 1], &[]),
+        ];
+        for (input, want) in cases {
+            assert_eq!(nal_units(input).collect::<Vec<_>>(), *want, "{input:?}");
+        }
     }
 }

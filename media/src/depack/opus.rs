@@ -29,6 +29,12 @@ pub fn packet_samples(packet: &[u8]) -> Option<u32> {
     (frames > 0 && total <= 5760).then_some(total)
 }
 
+/// [`packet_samples`], or 960 (20 ms, what browsers send) for a packet whose TOC does not
+/// say: what the containers and the timeline assume for a frame's length.
+pub fn frame_samples(packet: &[u8]) -> u32 {
+    packet_samples(packet).unwrap_or(960)
+}
+
 /// True when the Opus packet is stereo (the TOC's `s` bit).
 pub fn is_stereo(packet: &[u8]) -> bool {
     packet.first().is_some_and(|toc| toc & 0x04 != 0)
@@ -59,5 +65,23 @@ mod tests {
         }
         assert!(is_stereo(&[0xfc]));
         assert!(!is_stereo(&[0xf8]));
+    }
+
+    #[test]
+    fn opus_toc_durations() {
+        for (packet, want) in [
+            (&[][..], 960),
+            (&[0xf8][..], 960),        // CELT FB 20 ms, code 0
+            (&[0xf9][..], 1920),       // 2 frames
+            (&[0xe0][..], 120),        // CELT 2.5 ms
+            (&[0x08][..], 960),        // SILK NB 20 ms
+            (&[0x18][..], 2880),       // SILK 60 ms
+            (&[0x7b, 0x03][..], 2880), // hybrid FB 20 ms, code 3 with 3 frames
+        ] {
+            let got = frame_samples(packet);
+            assert_eq!(got, want, "{packet:x?}");
+        }
+        // Over 120 ms: not a valid packet (the containers then assume 20 ms).
+        assert_eq!(packet_samples(&[0x1b, 0x3f]), None);
     }
 }

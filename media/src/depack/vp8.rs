@@ -104,7 +104,7 @@ pub fn is_keyframe(frame: &[u8]) -> bool {
 }
 
 /// Width and height from a VP8 key frame header (frame tag, start code `9d 01 2a`, then
-/// 14-bit width and height). `None` for inter frames and malformed input.
+/// 14-bit width and height). `None` for inter frames, malformed input and a 0 size.
 pub fn frame_dimensions(frame: &[u8]) -> Option<(u16, u16)> {
     let h = frame.get(..10)?;
     if h[0] & 0x01 != 0 || h[3..6] != [0x9d, 0x01, 0x2a] {
@@ -112,7 +112,7 @@ pub fn frame_dimensions(frame: &[u8]) -> Option<(u16, u16)> {
     }
     let w = u16::from_le_bytes([h[6], h[7]]) & 0x3fff;
     let ht = u16::from_le_bytes([h[8], h[9]]) & 0x3fff;
-    Some((w, ht))
+    (w > 0 && ht > 0).then_some((w, ht))
 }
 
 #[cfg(test)]
@@ -233,5 +233,20 @@ mod tests {
         assert!(is_keyframe(&key));
         assert!(!is_keyframe(&[0x01]));
         assert!(!is_keyframe(&[]));
+    }
+
+    #[test]
+    fn vp8_header() {
+        let key = [0x50, 0x1a, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x00, 0x30, 0x00];
+        let dims = frame_dimensions;
+        assert_eq!(dims(&key), Some((64, 48)));
+        let mut inter = key;
+        inter[0] |= 1;
+        assert_eq!(dims(&inter), None);
+        assert_eq!(dims(&key[..9]), None);
+        // A 0x0 header cannot start a file.
+        let mut zero = key;
+        zero[6..10].copy_from_slice(&[0, 0, 0, 0]);
+        assert_eq!(dims(&zero), None);
     }
 }

@@ -62,7 +62,7 @@ impl Fixture {
         let v_step = v[1].ts.saturating_sub(v[0].ts).max(1);
         let v_end_us = (v[v.len() - 1].ts + v_step) * 1_000_000 / 90_000;
         let a_last = &a[a.len() - 1];
-        let a_step = u64::from(media::depack::opus::packet_samples(&a_last.data).unwrap_or(960));
+        let a_step = u64::from(media::depack::opus::frame_samples(&a_last.data));
         let a_end_us = (a_last.ts + a_step) * 1_000_000 / 48_000;
         let period_us = v_end_us.max(a_end_us);
         let period_ts = [

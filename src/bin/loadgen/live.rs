@@ -11,7 +11,6 @@
 //!   per viewer-second.
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -66,37 +65,6 @@ impl Sends {
     }
 }
 
-/// A minimal HTTP/1.1 POST on loopback (blocking; run on the blocking pool): status, headers,
-/// body.
-fn http_post(addr: SocketAddr, path: &str, body: &str) -> Result<(u16, String, String), String> {
-    let mut s = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(20)))
-        .map_err(|e| e.to_string())?;
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).map_err(|e| e.to_string())?;
-    let (head, body) = raw.split_once("\r\n\r\n").ok_or("no HTTP header end")?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or("no HTTP status")?;
-    Ok((status, head.to_owned(), body.to_owned()))
-}
-
-fn header(head: &str, name: &str) -> Option<String> {
-    head.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.trim()
-            .eq_ignore_ascii_case(name)
-            .then(|| v.trim().to_owned())
-    })
-}
-
 /// The recorder: WHIP, then the fixture in a loop until `stop`; a PLI makes the next video
 /// frame the fixture's first (a keyframe).
 async fn record(
@@ -113,18 +81,26 @@ async fn record(
     .await
     .map_err(|e| format!("client: {e}"))?;
     let offer = client.offer().await.map_err(|e| e.to_string())?;
-    let posted = tokio::task::spawn_blocking(move || {
-        http_post(addr, "/whip?name=loadgen%20live", &offer.sdp)
-    })
-    .await
-    .map_err(|e| e.to_string())??;
-    let (status, head, body) = posted;
-    if status != 201 {
-        let e = format!("WHIP POST: {status} {}", body.trim());
+    let timeout = Duration::from_secs(20);
+    let posted = crate::signal::http(
+        addr,
+        "POST",
+        "/whip?name=loadgen%20live",
+        Some("application/sdp"),
+        &offer.sdp,
+        timeout,
+    )
+    .await?;
+    if posted.status != 201 {
+        let e = format!("WHIP POST: {} {}", posted.status, posted.body.trim());
         let _ = session_tx.send(Err(e.clone()));
         return Err(e);
     }
-    let location = header(&head, "location").ok_or("WHIP: no Location")?;
+    let location = posted
+        .header("location")
+        .ok_or("WHIP: no Location")?
+        .to_owned();
+    let body = posted.body;
     client
         .set_answer(&SessionDescription {
             kind: SdpKind::Answer,
@@ -214,15 +190,7 @@ async fn record(
         }
         index += 1;
     }
-    let _ = tokio::task::spawn_blocking(move || {
-        let mut s = std::net::TcpStream::connect(addr).ok()?;
-        let req =
-            format!("DELETE {location} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        s.write_all(req.as_bytes()).ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).ok()
-    })
-    .await;
+    let _ = crate::signal::http(addr, "DELETE", &location, None, "", timeout).await;
     client.close().await;
     Ok(sent)
 }

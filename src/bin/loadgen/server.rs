@@ -4,8 +4,6 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
 pub struct Server {
     pub addr: SocketAddr,
     pub pid: u32,
@@ -32,20 +30,9 @@ fn free_port() -> std::io::Result<u16> {
 
 /// `GET /healthz` answers 200.
 async fn healthy(addr: SocketAddr) -> bool {
-    let attempt = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-            .await
-            .ok()?;
-        let mut buf = vec![0u8; 256];
-        let n = s.read(&mut buf).await.ok()?;
-        Some(buf[..n].starts_with(b"HTTP/1.1 200"))
-    };
-    tokio::time::timeout(Duration::from_secs(2), attempt)
+    crate::signal::http(addr, "GET", "/healthz", None, "", Duration::from_secs(2))
         .await
-        .ok()
-        .flatten()
-        .unwrap_or(false)
+        .is_ok_and(|r| r.status == 200)
 }
 
 impl Server {

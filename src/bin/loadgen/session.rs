@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use app::protocol::{ClientMessage, ServerMessage, SessionDescription};
-use media::depack::vp8::PayloadDescriptor;
 use media::rtp::{RtpPacket, SeqUnwrapper, TsUnwrapper};
 use media::{Codec, MediaKind};
 use pion_the_sky::rtc::PeerEvent;
@@ -179,8 +178,8 @@ async fn send_fixture(client: &Client, fixture: &Fixture, seconds: f64, r: &mut 
         client.payload_type(fixture.video).unwrap_or(0),
         client.payload_type(Codec::Opus).unwrap_or(0),
     ];
-    let ts_base = [rand_u32(), rand_u32()];
-    let mut seq = [rand_u32() as u16, rand_u32() as u16];
+    let ts_base = [pion_the_sky::random::u32(), pion_the_sky::random::u32()];
+    let mut seq = [pion_the_sky::random::u16(), pion_the_sky::random::u16()];
     let limit_us = (seconds * 1e6) as u64;
     let start = tokio::time::Instant::now();
     // Bounded: at most limit/period + 1 loops.
@@ -231,18 +230,6 @@ async fn send_fixture(client: &Client, fixture: &Fixture, seconds: f64, r: &mut 
     }
 }
 
-fn rand_u32() -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish() as u32
-}
-
 /// Sequence accounting for one received stream.
 #[derive(Debug, Default, Clone)]
 pub struct SeqStats {
@@ -290,35 +277,6 @@ pub struct ViewResult {
     pub pacing_error_pct: Option<f64>,
     /// max - min of (arrival offset - media offset) over the video packets.
     pub drift_spread_ms: Option<f64>,
-}
-
-/// Whether this video RTP payload starts a keyframe: VP8 S=1, partition 0 and the frame
-/// tag's P bit 0; H264 an IDR or SPS NAL (single, inside a STAP-A, or an FU-A start).
-pub fn starts_keyframe(codec: Codec, p: &[u8]) -> bool {
-    match codec {
-        Codec::Vp8 => PayloadDescriptor::parse(p)
-            .is_some_and(|d| d.starts_frame() && p.get(d.len).is_some_and(|b| b & 0x01 == 0)),
-        Codec::H264 => {
-            let key = |t: u8| matches!(t & 0x1f, 5 | 7);
-            let Some(&b0) = p.first() else { return false };
-            match b0 & 0x1f {
-                24 => {
-                    let mut at = 1;
-                    while at + 2 < p.len() {
-                        let n = usize::from(u16::from_be_bytes([p[at], p[at + 1]]));
-                        if key(p[at + 2]) {
-                            return true;
-                        }
-                        at += 2 + n;
-                    }
-                    false
-                }
-                28 => p.get(1).is_some_and(|&fu| fu & 0x80 != 0 && key(fu)),
-                t => key(t),
-            }
-        }
-        Codec::Opus => false,
-    }
 }
 
 /// Pacing of received video against its RTP timestamps.
@@ -429,7 +387,7 @@ async fn view_inner(
                                 r.video.push(packet.sequence_number);
                                 if r.first_keyframe_ms.is_none() {
                                     let codec = pts.iter().find(|(_, pt)| *pt == packet.payload_type).map(|(c, _)| *c);
-                                    if codec.is_some_and(|c| starts_keyframe(c, &packet.payload)) {
+                                    if codec.is_some_and(|c| media::forward::starts_keyframe(c, &packet.payload)) {
                                         r.first_keyframe_ms = Some(ms(arrival.saturating_duration_since(sent)));
                                         if matches!(length, ViewLength::FirstKeyframe) {
                                             end = Some(tokio::time::Instant::now());
@@ -544,27 +502,6 @@ pub async fn connect(addr: SocketAddr, video: Codec, live: &Live) -> ConnectResu
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn keyframe_starts() {
-        // VP8: S=1, PID 0, P bit 0 -> key; P bit 1 -> inter; S=0 -> not a start.
-        assert!(starts_keyframe(Codec::Vp8, &[0x10, 0x50]));
-        assert!(!starts_keyframe(Codec::Vp8, &[0x10, 0x51]));
-        assert!(!starts_keyframe(Codec::Vp8, &[0x00, 0x50]));
-        // VP8 with extensions: X, I with a 15-bit picture id.
-        assert!(starts_keyframe(Codec::Vp8, &[0x90, 0x80, 0x81, 0x02, 0x50]));
-        // H264: IDR, SPS, STAP-A with SPS, FU-A start of IDR, FU-A middle, non-IDR.
-        assert!(starts_keyframe(Codec::H264, &[0x65, 0x88]));
-        assert!(starts_keyframe(Codec::H264, &[0x67, 0x42]));
-        assert!(starts_keyframe(
-            Codec::H264,
-            &[0x78, 0x00, 0x02, 0x67, 0x42, 0x00, 0x01, 0x68]
-        ));
-        assert!(starts_keyframe(Codec::H264, &[0x7c, 0x85, 0x88]));
-        assert!(!starts_keyframe(Codec::H264, &[0x7c, 0x05, 0x88]));
-        assert!(!starts_keyframe(Codec::H264, &[0x41, 0x9a]));
-        assert!(!starts_keyframe(Codec::H264, &[]));
-    }
 
     #[test]
     fn sequence_gaps() {

@@ -51,9 +51,10 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::fixture::Fixture;
 use crate::server::Server;
-use crate::session::{self, Live, RecordResult, ViewLength, ViewResult, starts_keyframe};
+use crate::session::{self, Live, RecordResult, ViewLength, ViewResult};
 use crate::signal::{Signal, connect_ws, expect_answer};
 use crate::{Measure, SoakArgs, dist, errors, play_section, procfs, record_section, round3};
+use media::forward::starts_keyframe;
 
 /// ANSWER and "connected" for the viewers that leave without STOP (as in `session`).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(20);
