@@ -92,8 +92,18 @@ async fn ffmpeg_receives_a_forwarded_live_recording() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        // ffmpeg binds its ports, then the recorder sends the 4 s fixture.
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // ffmpeg binds its ports (they stop being free), then the recorder sends the fixture.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while [port, port + 2]
+            .iter()
+            .any(|p| std::net::UdpSocket::bind(("127.0.0.1", *p)).is_ok())
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "ffmpeg did not listen"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let (v, a) = fixture_frames(video);
         send_media(&client, &v, &a).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -442,12 +452,24 @@ async fn an_ffmpeg_rtp_stream_is_recorded_watched_live_and_played_back() {
         );
         assert!((3300..=4700).contains(&meta.duration_ms), "{meta:?}");
         let ext = if video == Codec::H264 { "mp4" } else { "webm" };
-        if let Some((duration, errors)) = ffprobe(&dir.path().join(format!("{}.{ext}", meta.id))) {
-            assert!(
-                (3.3..4.8).contains(&duration) && errors.is_empty(),
-                "{duration} {errors}"
-            );
-        }
+        // ffmpeg is here (asserted above), so ffprobe is too.
+        let (duration, errors) =
+            ffprobe(&dir.path().join(format!("{}.{ext}", meta.id))).expect("ffprobe runs");
+        assert!(
+            (3.3..4.8).contains(&duration) && errors.is_empty(),
+            "{duration} {errors}"
+        );
+        // And it plays back like any recording.
+        let (player, mut player_events, _) = view(&server, &format!("/whep/{}", meta.id))
+            .await
+            .expect("201");
+        let played = video_packets(&mut player_events, 200, Duration::from_secs(10)).await;
+        assert_eq!(
+            played.len(),
+            200,
+            "{video:?}: the ingested recording plays back"
+        );
+        player.close().await;
     }
     server.shutdown().await;
 }

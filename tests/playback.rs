@@ -81,14 +81,114 @@ async fn viewers_loop_choose_and_survive_deletes() {
     server.shutdown().await;
 }
 
-/// A viewer that lacks a recording's video codec gets it transcoded (VP8 <-> H264), decoded
-/// here with that codec's own decoder: every frame, in order, at the recorded pace.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_viewer_without_the_codec_gets_it_transcoded() {
+/// What one viewer received of a playback played once: video and audio packets with their
+/// arrival, and any SKIPPED.
+struct Once {
+    video: Vec<(std::time::Instant, media::rtp::RtpPacket)>,
+    audio: Vec<(std::time::Instant, media::rtp::RtpPacket)>,
+    skipped: Vec<app::protocol::Skipped>,
+}
+
+/// Plays every recording once to a viewer that offers only `viewer` video (payload type 100).
+async fn play_once_as(server: &TestServer, viewer: Codec) -> Once {
     use media::MediaKind;
-    use media::depack::Depacketizer;
     use pion_the_sky::rtc::PeerEvent;
     use pion_the_sky::rtc::client::{Client, ViewOptions};
+    let (client, mut events) = Client::view(ViewOptions {
+        video: vec![(viewer, 100)],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let offer = client.offer().await.unwrap();
+    let mut ws = server.ws().await;
+    let play = ClientMessage::Play {
+        offer,
+        looping: false,
+        recordings: None,
+    };
+    send(&mut ws, play.to_json()).await;
+    let answer = match next_msg(&mut ws, Duration::from_secs(10)).await {
+        ServerMessage::Answer(b) => app::protocol::SessionDescription::decode(&b).unwrap(),
+        other => panic!("{other:?}"),
+    };
+    client.set_answer(&answer).await.unwrap();
+    let mut got = Once {
+        video: Vec::new(),
+        audio: Vec::new(),
+        skipped: Vec::new(),
+    };
+    let keep = |ev: PeerEvent, got: &mut Once| {
+        if let PeerEvent::Rtp {
+            kind,
+            packet,
+            arrival,
+        } = ev
+        {
+            match kind {
+                MediaKind::Video => got.video.push((arrival, packet)),
+                MediaKind::Audio => got.audio.push((arrival, packet)),
+            }
+        }
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Some(ev) => keep(ev, &mut got),
+                None => break,
+            },
+            msg = next_msg_or_state(&mut ws, Duration::from_secs(20)) => match msg {
+                ServerMessage::State(s) if s.is_end() => break,
+                ServerMessage::Skipped(s) => got.skipped.push(s),
+                _ => {}
+            },
+            _ = tokio::time::sleep_until(deadline) => panic!("{viewer:?} viewer: no end"),
+        }
+    }
+    // What was in flight.
+    while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(200), events.recv()).await {
+        keep(ev, &mut got);
+    }
+    client.close().await;
+    got
+}
+
+/// Seconds from `t0` to each packet's arrival minus its media time (from its kind's first
+/// packet): the median is where that kind sits against the wall clock.
+fn median_offset(
+    packets: &[(std::time::Instant, media::rtp::RtpPacket)],
+    clock: f64,
+    t0: std::time::Instant,
+) -> f64 {
+    let ts0 = packets[0].1.timestamp;
+    let mut offsets: Vec<f64> = packets
+        .iter()
+        .map(|(at, p)| (*at - t0).as_secs_f64() - f64::from(p.timestamp.wrapping_sub(ts0)) / clock)
+        .collect();
+    offsets.sort_by(f64::total_cmp);
+    offsets[offsets.len() / 2]
+}
+
+/// How much later video sits than audio, in ms (the A/V offset a player sees).
+fn av_offset_ms(once: &Once) -> f64 {
+    let t0 = once.video[0].0.min(once.audio[0].0);
+    (median_offset(&once.video, 90_000.0, t0) - median_offset(&once.audio, 48_000.0, t0)) * 1000.0
+}
+
+/// Media seconds per wall second over a kind's packets.
+fn pace(packets: &[(std::time::Instant, media::rtp::RtpPacket)], clock: f64) -> f64 {
+    let (first, last) = (&packets[0], &packets[packets.len() - 1]);
+    let media = f64::from(last.1.timestamp.wrapping_sub(first.1.timestamp)) / clock;
+    media / (last.0 - first.0).as_secs_f64()
+}
+
+/// A viewer that lacks a recording's video codec gets it transcoded (VP8 <-> H264), decoded
+/// here with that codec's own decoder: every frame, in order, at the recorded pace, and with
+/// the A/V offset of a viewer that needs no transcoding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_without_the_codec_gets_it_transcoded() {
+    use media::depack::Depacketizer;
     for (recorded, viewer, vcodec) in [
         (Codec::H264, Codec::Vp8, "h264"),
         (Codec::Vp8, Codec::H264, "vp8"),
@@ -96,71 +196,21 @@ async fn a_viewer_without_the_codec_gets_it_transcoded() {
         let dir = tempfile::tempdir().unwrap();
         let server = TestServer::start(dir.path(), vcodec, &[]).await;
         let rec = record_fixture(&server, recorded).await;
-        let (client, mut events) = Client::view(ViewOptions {
-            video: vec![(viewer, 100)],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-        let offer = client.offer().await.unwrap();
-        let mut ws = server.ws().await;
-        send(
-            &mut ws,
-            ClientMessage::Play {
-                offer,
-                looping: false,
-                recordings: None,
-            }
-            .to_json(),
-        )
-        .await;
-        let answer = match next_msg(&mut ws, Duration::from_secs(10)).await {
-            ServerMessage::Answer(b) => app::protocol::SessionDescription::decode(&b).unwrap(),
-            other => panic!("{other:?}"),
-        };
-        client.set_answer(&answer).await.unwrap();
-        // Until the playback says it finished.
-        let mut packets = Vec::new();
-        let mut skipped = Vec::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            tokio::select! {
-                ev = events.recv() => match ev {
-                    Some(PeerEvent::Rtp { kind: MediaKind::Video, packet, arrival }) => packets.push((arrival, packet)),
-                    Some(_) => {}
-                    None => break,
-                },
-                msg = next_msg_or_state(&mut ws, Duration::from_secs(20)) => match msg {
-                    ServerMessage::State(s) if s.is_end() => break,
-                    ServerMessage::Skipped(s) => skipped.push(s),
-                    _ => {}
-                },
-                _ = tokio::time::sleep_until(deadline) => panic!("{recorded:?} -> {viewer:?}: no end"),
-            }
-        }
-        // What was in flight.
-        while let Ok(Some(ev)) =
-            tokio::time::timeout(Duration::from_millis(200), events.recv()).await
-        {
-            if let PeerEvent::Rtp {
-                kind: MediaKind::Video,
-                packet,
-                arrival,
-            } = ev
-            {
-                packets.push((arrival, packet));
-            }
-        }
-        client.close().await;
-        assert!(skipped.is_empty(), "{skipped:?}");
-        assert!(!packets.is_empty(), "{recorded:?} -> {viewer:?}: no video");
+        let direct = play_once_as(&server, recorded).await;
+        let got = play_once_as(&server, viewer).await;
+        let what = format!("{recorded:?} -> {viewer:?}");
+        assert!(got.skipped.is_empty(), "{what}: {:?}", got.skipped);
         assert!(
-            packets.iter().all(|(_, p)| p.payload_type == 100),
-            "the viewer's codec"
+            !got.video.is_empty() && !got.audio.is_empty(),
+            "{what}: no media"
+        );
+        assert!(
+            got.video.iter().all(|(_, p)| p.payload_type == 100),
+            "{what}: the viewer's codec"
         );
         let mut depack = Depacketizer::new(viewer);
         let mut frames = Vec::new();
-        for (_, p) in &packets {
+        for (_, p) in &got.video {
             depack.push(p.clone());
             while let Some(f) = depack.pop() {
                 frames.push(f);
@@ -175,36 +225,49 @@ async fn a_viewer_without_the_codec_gets_it_transcoded() {
         for f in &frames {
             let pic = decoder
                 .decode(&f.data)
-                .unwrap_or_else(|e| panic!("{viewer:?}: {e}"));
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
             if let Some(pic) = pic {
                 assert_eq!((pic.width, pic.height), (640, 480));
                 decoded += 1;
             }
         }
-        assert!(frames[0].keyframe, "starts at a keyframe");
+        assert!(frames[0].keyframe, "{what}: starts at a keyframe");
         assert!(
             decoded + 2 >= rec.video_frames,
-            "{recorded:?} -> {viewer:?}: {decoded} of {} frames decoded",
+            "{what}: {decoded} of {} frames decoded",
             rec.video_frames
         );
-        // In order, one frame interval apart (30 fps), paced like the recording.
         // In order; about one 30 fps frame apart on average (the recording's own timestamps
         // carry its sender's jitter, and the files store milliseconds).
-        assert!(
-            frames.windows(2).all(|w| w[1].ts > w[0].ts),
-            "{recorded:?} -> {viewer:?}"
-        );
+        assert!(frames.windows(2).all(|w| w[1].ts > w[0].ts), "{what}");
         let mean = (frames.last().unwrap().ts - frames[0].ts) as f64 / (frames.len() - 1) as f64;
+        assert!((2900.0..3100.0).contains(&mean), "{what}: mean step {mean}");
+        // Paced like the recording: 1.00 +- 0.03 media seconds per second, for both kinds,
+        // over about its length.
+        for (kind, p, clock) in [
+            ("video", &got.video, 90_000.0),
+            ("audio", &got.audio, 48_000.0),
+        ] {
+            let pace = pace(p, clock);
+            assert!(
+                (0.97..1.03).contains(&pace),
+                "{what}: {kind} pace {pace:.3}"
+            );
+        }
+        let span = got.video.last().unwrap().0 - got.video[0].0;
         assert!(
-            (2900.0..3100.0).contains(&mean),
-            "{recorded:?} -> {viewer:?}: mean step {mean}"
-        );
-        let span = packets.last().unwrap().0 - packets[0].0;
-        assert!(
-            span.as_millis() as u64 >= rec.duration_ms * 9 / 10,
-            "played in {span:?}, recorded {} ms",
+            (rec.duration_ms * 9 / 10..=rec.duration_ms + 1000)
+                .contains(&(span.as_millis() as u64)),
+            "{what}: played in {span:?}, recorded {} ms",
             rec.duration_ms
         );
+        // A/V sync as without transcoding (the issue's +-40 ms).
+        let (direct_av, got_av) = (av_offset_ms(&direct), av_offset_ms(&got));
+        assert!(
+            (got_av - direct_av).abs() <= 40.0,
+            "{what}: A/V offset {got_av:.1} ms transcoded, {direct_av:.1} ms direct"
+        );
+        eprintln!("{what}: A/V offset {got_av:.1} ms transcoded, {direct_av:.1} ms direct");
         server.shutdown().await;
     }
 }

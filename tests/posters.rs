@@ -36,6 +36,18 @@ async fn each_finished_recording_has_a_poster_of_its_first_picture() {
             .to_rgb8();
         // The 640x480 fixture, scaled to 320 wide.
         assert_eq!((img.width(), img.height()), (320, 240), "{video:?}");
+        // Its first picture: the poster of the fixture's first frame, made here.
+        let first = &fixture_frames(video).0[0];
+        let picture = codec::Decoder::new(video)
+            .unwrap()
+            .decode(&first.data)
+            .unwrap()
+            .expect("the fixture's first frame decodes");
+        assert_eq!(
+            body,
+            codec::poster(&picture, 320).unwrap(),
+            "{video:?}: not the first picture"
+        );
         assert!(
             spread(&img) > 20.0,
             "{video:?}: a flat picture (spread {})",

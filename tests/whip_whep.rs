@@ -69,7 +69,21 @@ async fn whep_plays_one_recording_or_all_and_delete_ends_it() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path(), "vp8", &[]).await;
     let vp8 = record_fixture(&server, Codec::Vp8).await;
-    for path in [format!("/whep/{}?loop=false", vp8.id), "/whep".to_owned()] {
+    // One recording plays once by default: its session ends by itself, its URL is gone.
+    let (client, mut events, location) = view(&server, &format!("/whep/{}", vp8.id))
+        .await
+        .expect("201");
+    let packets = video_packets(&mut events, usize::MAX, Duration::from_secs(12)).await;
+    let frames = packets.iter().filter(|p| p.marker).count() as u64;
+    assert!(
+        (vp8.video_frames - 2..=vp8.video_frames).contains(&frames),
+        "{frames} frames of {} played once",
+        vp8.video_frames
+    );
+    let (status, _) = request(&server, "DELETE", &location, vec![], "").await;
+    assert_eq!(status, 404, "the playback ended by itself");
+    client.close().await;
+    for path in [format!("/whep/{}?loop=true", vp8.id), "/whep".to_owned()] {
         let (client, mut events, location) = view(&server, &path).await.expect("201");
         let packets = video_packets(&mut events, 60, Duration::from_secs(10)).await;
         assert_eq!(packets.len(), 60, "{path}: video arrives");
