@@ -6,5 +6,5 @@ cd "$(dirname "$0")"
 source scripts/bootstrap.sh
 say "building (release)"
 cargo leptos build --release
-say "serving; open http://localhost:${PION_PORT:-8082}"
+say "serving (the server prints the address to open)"
 exec target/release/pion-the-sky "$@"

@@ -6,8 +6,8 @@ cd "$(dirname "$0")"
 source scripts/bootstrap.sh
 
 # Chromium for Playwright (never `npx playwright install`), ffmpeg/ffprobe for media checks,
-# curl for the interop script.
-apt_install chromium ffmpeg curl
+# curl and Python's venv for the interop script (its clients are wheels from PyPI).
+apt_install chromium ffmpeg curl python3 python3-venv
 if [ ! -d end2end/node_modules/@playwright/test ]; then
   say "installing end-to-end test dependencies"
   (cd end2end && npm ci --silent --no-audit --no-fund)

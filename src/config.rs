@@ -82,7 +82,8 @@ pub struct Config {
     #[arg(long, env = "PION_ICE_IP", value_delimiter = ',')]
     pub ice_ip: Vec<IpAddr>,
 
-    /// One UDP port for all WebRTC media (single-port mux); 0 = one ephemeral port per session.
+    /// First port of a 100-port UDP range for WebRTC media, one port per concurrent peer
+    /// (0 = an ephemeral port per peer).
     #[arg(long, env = "PION_UDP_PORT", default_value_t = 0)]
     pub udp_port: u16,
 
