@@ -18,6 +18,9 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     Conflict(String),
+    /// Understood, but the server cannot do it (a transcode it lacks).
+    #[error("{0}")]
+    Unprocessable(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -29,6 +32,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Store(e) => match e {
                 StoreError::InvalidId(_) | StoreError::InvalidName(_) => StatusCode::BAD_REQUEST,

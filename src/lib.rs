@@ -49,6 +49,8 @@ pub struct AppState {
     pub metrics: metrics::Metrics,
     /// Recordings in progress that viewers can watch live.
     pub live: session::live::LiveHub,
+    /// Stored clips being transcoded for viewers that lack their codec (shared).
+    pub transcodes: session::transcode::Transcodes,
     /// Sessions made over WHIP and WHEP, by their resource URL.
     pub resources: http::whip::Resources,
     /// Live recordings forwarded as plain RTP (`gateway::forward`).
@@ -176,6 +178,7 @@ impl AppState {
             sockets_per_ip: limits::PerIp::new(config.max_sockets_per_ip),
             metrics: metrics::Metrics::new(),
             live: session::live::LiveHub::default(),
+            transcodes: session::transcode::Transcodes::default(),
             resources: http::whip::Resources::default(),
             forwards: gateway::forward::Forwards::default(),
             access,

@@ -38,45 +38,19 @@ fn free_port_block() -> u16 {
     panic!("no free UDP port block");
 }
 
-#[tokio::test]
-async fn ffmpeg_receives_a_forwarded_live_recording() {
-    assert!(
-        Command::new("ffmpeg").arg("-version").output().is_ok(),
-        "this test needs Debian's ffmpeg (./test.sh installs it)"
-    );
-    for video in [Codec::Vp8, Codec::H264] {
-        let dir = tempfile::tempdir().unwrap();
-        let server = TestServer::start(dir.path(), "vp8", &[]).await;
-        let (client, session) = publish_session(&server, video).await;
-        let port = free_port_block();
-        let (status, _, body) = http_async(
-            server.addr,
-            "POST",
-            format!("/api/sessions/{session}/forwards"),
-            vec![("Content-Type", "application/json")],
-            format!(r#"{{"host":"127.0.0.1","port":{port}}}"#),
-        )
-        .await;
-        assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
-        let info: ForwardInfo = serde_json::from_slice(&body).unwrap();
-        assert_eq!((info.video.port, info.audio.port), (port, port + 2));
-        let (status, head, sdp) = http_async(
-            server.addr,
-            "GET",
-            info.sdp_url.clone(),
-            vec![],
-            String::new(),
-        )
-        .await;
-        assert_eq!(status, 200);
-        assert!(
-            head.to_ascii_lowercase()
-                .contains("content-type: application/sdp")
-        );
-        let sdp_path = dir.path().join("forward.sdp");
-        std::fs::write(&sdp_path, &sdp).unwrap();
-        let out = dir.path().join("out.mkv");
-        let mut ffmpeg = Command::new("ffmpeg")
+/// Debian's ffmpeg receiving plain RTP as an SDP describes it, into a file (`-c copy`).
+struct Receiver {
+    ffmpeg: std::process::Child,
+    out: std::path::PathBuf,
+}
+
+impl Receiver {
+    /// Starts ffmpeg and waits until it listens on the SDP's ports (`port`, `port + 2`).
+    async fn start(dir: &std::path::Path, sdp: &str, port: u16) -> Receiver {
+        let sdp_path = dir.join("forward.sdp");
+        std::fs::write(&sdp_path, sdp).unwrap();
+        let out = dir.join("out.mkv");
+        let ffmpeg = Command::new("ffmpeg")
             .args([
                 "-hide_banner",
                 "-loglevel",
@@ -92,7 +66,7 @@ async fn ffmpeg_receives_a_forwarded_live_recording() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        // ffmpeg binds its ports (they stop being free), then the recorder sends the fixture.
+        // ffmpeg binds its ports (they stop being free).
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while [port, port + 2]
             .iter()
@@ -104,6 +78,88 @@ async fn ffmpeg_receives_a_forwarded_live_recording() {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        Receiver { ffmpeg, out }
+    }
+
+    /// `q` on stdin: ffmpeg finishes the file and exits. Returns ffprobe's streams and
+    /// duration (`codec` lines, then the duration in seconds) and ffmpeg's errors.
+    async fn finish(mut self) -> (String, f64, String) {
+        self.ffmpeg.stdin.as_mut().unwrap().write_all(b"q").unwrap();
+        let ffmpeg = self.ffmpeg;
+        let done = tokio::task::spawn_blocking(move || ffmpeg.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&done.stderr).to_string();
+        let probe = Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-show_entries",
+                "stream=codec_name:format=duration",
+                "-of",
+                "csv=p=0",
+            ])
+            .arg(&self.out)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&probe.stdout).to_string();
+        let duration: f64 = text
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .next_back()
+            .unwrap_or(0.0);
+        (text, duration, stderr)
+    }
+}
+
+#[tokio::test]
+async fn ffmpeg_receives_a_forwarded_live_recording() {
+    assert!(
+        Command::new("ffmpeg").arg("-version").output().is_ok(),
+        "this test needs Debian's ffmpeg (./test.sh installs it)"
+    );
+    // The recording's own codec, and a VP8 recording sent as H264 (transcoded) to a
+    // receiver that wants H264.
+    for (video, sent) in [
+        (Codec::Vp8, None),
+        (Codec::H264, None),
+        (Codec::Vp8, Some(Codec::H264)),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let server = TestServer::start(dir.path(), "vp8", &[]).await;
+        let (client, session) = publish_session(&server, video).await;
+        let port = free_port_block();
+        let codec_field = sent
+            .map(|c| format!(r#","codec":"{}""#, c.id()))
+            .unwrap_or_default();
+        let (status, _, body) = http_async(
+            server.addr,
+            "POST",
+            format!("/api/sessions/{session}/forwards"),
+            vec![("Content-Type", "application/json")],
+            format!(r#"{{"host":"127.0.0.1","port":{port}{codec_field}}}"#),
+        )
+        .await;
+        assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+        let info: ForwardInfo = serde_json::from_slice(&body).unwrap();
+        assert_eq!((info.video.port, info.audio.port), (port, port + 2));
+        let video_out = sent.unwrap_or(video);
+        assert_eq!(info.video.codec, video_out.id());
+        let (status, head, sdp) = http_async(
+            server.addr,
+            "GET",
+            info.sdp_url.clone(),
+            vec![],
+            String::new(),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: application/sdp")
+        );
+        let receiver = Receiver::start(dir.path(), &String::from_utf8_lossy(&sdp), port).await;
         let (v, a) = fixture_frames(video);
         send_media(&client, &v, &a).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -117,36 +173,12 @@ async fn ffmpeg_receives_a_forwarded_live_recording() {
         .await;
         let list: Vec<ForwardInfo> = serde_json::from_slice(&list).unwrap();
         assert!(list[0].packets > 200, "{list:?}");
-        // `q` on stdin: ffmpeg finishes the file and exits.
-        ffmpeg.stdin.as_mut().unwrap().write_all(b"q").unwrap();
-        let done = tokio::task::spawn_blocking(move || ffmpeg.wait_with_output())
-            .await
-            .unwrap()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&done.stderr);
-        let probe = Command::new("ffprobe")
-            .args([
-                "-v",
-                "error",
-                "-show_entries",
-                "stream=codec_name:format=duration",
-                "-of",
-                "csv=p=0",
-            ])
-            .arg(&out)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&probe.stdout).to_string();
-        let want = if video == Codec::Vp8 { "vp8" } else { "h264" };
+        let (text, duration, stderr) = receiver.finish().await;
+        let want = video_out.id();
         assert!(
             text.contains(want) && text.contains("opus"),
             "{video:?}: {text}\n{stderr}"
         );
-        let duration: f64 = text
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .next_back()
-            .unwrap_or(0.0);
         assert!(
             (3.3..4.8).contains(&duration),
             "{video:?}: duration {duration}\n{text}"
@@ -169,6 +201,156 @@ async fn ffmpeg_receives_a_forwarded_live_recording() {
         }
         server.shutdown().await;
     }
+}
+
+/// A playback of stored recordings goes out as plain RTP in one codec (the H264 clip as
+/// it is, the VP8 one transcoded), and ffmpeg receives both clips in order; a looping one
+/// ends on DELETE; refusals say why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ffmpeg_receives_a_forwarded_playback_of_stored_recordings() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), "h264", &[]).await;
+    let first = record_fixture(&server, Codec::H264).await;
+    // The VP8 one over WHIP (the /ws recorder takes the server's --vcodec).
+    let (client, location, _) = publish(&server, "/whip", Codec::Vp8).await;
+    let (v, a) = fixture_frames(Codec::Vp8);
+    send_media(&client, &v, &a).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, _) = request(&server, "DELETE", &location, vec![], "").await;
+    assert_eq!(status, 200);
+    client.close().await;
+    let second = recordings(&server)
+        .await
+        .into_iter()
+        .find(|m| m.id != first.id)
+        .expect("the VP8 recording");
+    let port = free_port_block();
+    // The SDP is fixed by the destination and codec: ffmpeg listens before anything is sent.
+    let want_sdp = pion_the_sky::gateway::forward::sdp(
+        "127.0.0.1".parse().unwrap(),
+        Codec::H264,
+        port,
+        port + 2,
+    );
+    let receiver = Receiver::start(dir.path(), &want_sdp, port).await;
+    let json = ("Content-Type", "application/json");
+    let body = format!(
+        r#"{{"host":"127.0.0.1","port":{port},"codec":"h264","recordings":["{}","{}"]}}"#,
+        first.id, second.id
+    );
+    let (status, _, reply) = http_async(
+        server.addr,
+        "POST",
+        "/api/forwards".into(),
+        vec![json],
+        body,
+    )
+    .await;
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&reply));
+    let info: ForwardInfo = serde_json::from_slice(&reply).unwrap();
+    assert_eq!((info.video.codec.as_str(), info.video.port), ("h264", port));
+    let (status, _, sdp) = http_async(
+        server.addr,
+        "GET",
+        info.sdp_url.clone(),
+        vec![],
+        String::new(),
+    )
+    .await;
+    assert_eq!(
+        (status, String::from_utf8_lossy(&sdp)),
+        (200, want_sdp.clone().into())
+    );
+    // Played once: the session ends by itself.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !server.state.registry.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "playback did not end"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(server.state.forwards.list(&info.session).is_empty());
+    let (text, duration, stderr) = receiver.finish().await;
+    assert!(
+        text.contains("h264") && text.contains("opus") && !text.contains("vp8"),
+        "{text}\n{stderr}"
+    );
+    let total = (first.duration_ms + second.duration_ms) as f64 / 1000.0;
+    assert!(
+        (total - 1.0..total + 1.5).contains(&duration),
+        "received {duration} s of {total} s\n{text}"
+    );
+
+    // A looping playback forward ends on DELETE of the forward.
+    let (status, _, reply) = http_async(
+        server.addr,
+        "POST",
+        "/api/forwards".into(),
+        vec![json],
+        format!(r#"{{"host":"127.0.0.1","port":{port},"loop":true}}"#),
+    )
+    .await;
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&reply));
+    let info: ForwardInfo = serde_json::from_slice(&reply).unwrap();
+    assert_eq!(info.video.codec, "h264", "the first clip's codec");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, _, list) = http_async(
+        server.addr,
+        "GET",
+        format!("/api/sessions/{}/forwards", info.session),
+        vec![],
+        String::new(),
+    )
+    .await;
+    let list: Vec<ForwardInfo> = serde_json::from_slice(&list).unwrap();
+    assert!(list[0].packets > 10, "{list:?}");
+    let (status, _, _) = http_async(
+        server.addr,
+        "DELETE",
+        format!("/api/sessions/{}/forwards/{}", info.session, info.id),
+        vec![],
+        String::new(),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !server.state.registry.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "DELETE did not end it"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let cases: &[(&str, u16)] = &[
+        (r#"{"host":"8.8.8.8","port":5004}"#, 403),
+        (r#"{"host":"127.0.0.1","port":5005}"#, 400),
+        (r#"{"host":"example.com","port":5004}"#, 400),
+        (r#"{"host":"127.0.0.1","port":5004,"codec":"opus"}"#, 400),
+        (
+            r#"{"host":"127.0.0.1","port":5004,"recordings":["1764000000123-a1b2c3"]}"#,
+            404,
+        ),
+        (
+            r#"{"host":"127.0.0.1","port":5004,"recordings":["../etc"]}"#,
+            404,
+        ),
+        (r#"{"host":"127.0.0.1","port":5004,"recordings":[]}"#, 400),
+        (r#"{"host":"127.0.0.1"}"#, 400),
+    ];
+    for (body, want) in cases {
+        let (status, _, text) = http_async(
+            server.addr,
+            "POST",
+            "/api/forwards".into(),
+            vec![json],
+            body.to_string(),
+        )
+        .await;
+        assert_eq!(status, *want, "{body}: {}", String::from_utf8_lossy(&text));
+    }
+    server.shutdown().await;
 }
 
 #[tokio::test]
@@ -204,6 +386,11 @@ async fn forwards_go_only_where_allowed_and_refusals_say_why() {
             400,
         ),
         (session.clone(), r#"{"host":"127.0.0.1"}"#.into(), 400),
+        (
+            session.clone(),
+            r#"{"host":"127.0.0.1","port":5004,"codec":"opus"}"#.into(),
+            400,
+        ),
         (
             "nope".into(),
             r#"{"host":"127.0.0.1","port":5004}"#.into(),

@@ -183,12 +183,73 @@ fn pace(packets: &[(std::time::Instant, media::rtp::RtpPacket)], clock: f64) -> 
     media / (last.0 - first.0).as_secs_f64()
 }
 
+/// A viewer's video packets as frames, and how many of them `codec`'s own decoder makes a
+/// 640x480 picture of.
+fn decode_video(
+    codec: Codec,
+    packets: &[(std::time::Instant, media::rtp::RtpPacket)],
+    what: &str,
+) -> (Vec<media::Frame>, u64) {
+    let mut depack = media::depack::Depacketizer::new(codec);
+    let mut frames = Vec::new();
+    for (_, p) in packets {
+        depack.push(p.clone());
+        while let Some(f) = depack.pop() {
+            frames.push(f);
+        }
+    }
+    depack.flush();
+    while let Some(f) = depack.pop() {
+        frames.push(f);
+    }
+    let mut decoder = codec::Decoder::new(codec).unwrap();
+    let mut decoded = 0u64;
+    for f in &frames {
+        let pic = decoder
+            .decode(&f.data)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        if let Some(pic) = pic {
+            assert_eq!((pic.width, pic.height), (640, 480), "{what}");
+            decoded += 1;
+        }
+    }
+    (frames, decoded)
+}
+
+/// Viewers that play a clip in the same other codec at once share one transcoder (one
+/// encoder per recording and codec, not per viewer), and each gets every frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_needing_the_same_transcode_share_one_encoder() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), "vp8", &[]).await;
+    let rec = record_fixture(&server, Codec::Vp8).await;
+    let (a, b) = tokio::join!(
+        play_once_as(&server, Codec::H264),
+        play_once_as(&server, Codec::H264)
+    );
+    assert_eq!(server.state.transcodes.started(), 1, "one encoder for both");
+    for (who, got) in [("a", &a), ("b", &b)] {
+        assert!(got.skipped.is_empty(), "{who}: {:?}", got.skipped);
+        let (frames, decoded) = decode_video(Codec::H264, &got.video, who);
+        assert!(frames[0].keyframe, "{who}");
+        assert!(
+            decoded + 2 >= rec.video_frames,
+            "{who}: {decoded} of {} frames",
+            rec.video_frames
+        );
+    }
+    // Once they are done the job is gone; a later viewer gets a new one.
+    let c = play_once_as(&server, Codec::H264).await;
+    assert!(!c.video.is_empty());
+    assert_eq!(server.state.transcodes.started(), 2);
+    server.shutdown().await;
+}
+
 /// A viewer that lacks a recording's video codec gets it transcoded (VP8 <-> H264), decoded
 /// here with that codec's own decoder: every frame, in order, at the recorded pace, and with
 /// the A/V offset of a viewer that needs no transcoding.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_without_the_codec_gets_it_transcoded() {
-    use media::depack::Depacketizer;
     for (recorded, viewer, vcodec) in [
         (Codec::H264, Codec::Vp8, "h264"),
         (Codec::Vp8, Codec::H264, "vp8"),
@@ -208,29 +269,7 @@ async fn a_viewer_without_the_codec_gets_it_transcoded() {
             got.video.iter().all(|(_, p)| p.payload_type == 100),
             "{what}: the viewer's codec"
         );
-        let mut depack = Depacketizer::new(viewer);
-        let mut frames = Vec::new();
-        for (_, p) in &got.video {
-            depack.push(p.clone());
-            while let Some(f) = depack.pop() {
-                frames.push(f);
-            }
-        }
-        depack.flush();
-        while let Some(f) = depack.pop() {
-            frames.push(f);
-        }
-        let mut decoder = codec::Decoder::new(viewer).unwrap();
-        let mut decoded = 0u64;
-        for f in &frames {
-            let pic = decoder
-                .decode(&f.data)
-                .unwrap_or_else(|e| panic!("{what}: {e}"));
-            if let Some(pic) = pic {
-                assert_eq!((pic.width, pic.height), (640, 480));
-                decoded += 1;
-            }
-        }
+        let (frames, decoded) = decode_video(viewer, &got.video, &what);
         assert!(frames[0].keyframe, "{what}: starts at a keyframe");
         assert!(
             decoded + 2 >= rec.video_frames,

@@ -228,6 +228,68 @@ async fn live_viewers_get_the_recorders_packets_rewritten_and_end_with_it() {
     server.shutdown().await;
 }
 
+/// A live viewer whose browser lacks the recording's codec watches it transcoded: two
+/// H264-only viewers of a VP8 push share one transcoder and decode every frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_viewers_without_the_codec_watch_it_transcoded() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), "vp8", &[]).await;
+    let (publisher, location, _) = publish(&server, "/whip", Codec::Vp8).await;
+    let session = location.rsplit('/').next().unwrap().to_owned();
+    let h264_only = || ViewOptions {
+        video: vec![(Codec::H264, 102)],
+        ..ViewOptions::default()
+    };
+    let path = format!("/whep/live/{session}");
+    let (a, mut a_events, _) = view_with(&server, &path, h264_only()).await.expect("201");
+    let (b, mut b_events, _) = view_with(&server, &path, h264_only()).await.expect("201");
+    // Both are subscribed once the server's side of their connections is up.
+    let channel = server.state.live.find(&session).expect("live");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while channel.transcoders() == 0 || channel.viewers() == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "viewers subscribed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(channel.transcoders(), 1, "one transcoder for both viewers");
+    let (v, a_frames) = fixture_frames(Codec::Vp8);
+    let sent = v.len();
+    let sender = async {
+        send_media(&publisher, &v, &a_frames).await;
+    };
+    let a_rx = video_packets(&mut a_events, usize::MAX, Duration::from_secs(7));
+    let b_rx = video_packets(&mut b_events, usize::MAX, Duration::from_secs(7));
+    let ((), a_got, b_got) = tokio::join!(sender, a_rx, b_rx);
+    for (who, got) in [("a", &a_got), ("b", &b_got)] {
+        assert!(
+            got.iter().all(|p| p.payload_type == 102),
+            "{who}: H264's PT"
+        );
+        let mut depack = media::depack::Depacketizer::new(Codec::H264);
+        let mut decoder = codec::Decoder::new(Codec::H264).unwrap();
+        let mut decoded = 0;
+        for p in got {
+            depack.push(p.clone());
+            while let Some(f) = depack.pop() {
+                if decoded == 0 {
+                    assert!(f.keyframe, "{who}: starts at a keyframe");
+                }
+                let pic = decoder.decode(&f.data).unwrap().expect("a picture");
+                assert_eq!((pic.width, pic.height), (640, 480));
+                decoded += 1;
+            }
+        }
+        // Every frame but possibly the last (the depacketizer holds it until the next).
+        assert!(decoded + 1 >= sent, "{who}: {decoded} of {sent} frames");
+    }
+    let (status, _) = request(&server, "DELETE", &location, vec![], "").await;
+    assert_eq!(status, 200);
+    for c in [&publisher, &a, &b] {
+        c.close().await;
+    }
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn protocol_errors_get_the_rfc_status() {
     let dir = tempfile::tempdir().unwrap();

@@ -425,6 +425,27 @@ pub enum SessionKind {
 pub struct ForwardRequest {
     pub host: String,
     pub port: u16,
+    /// The video codec to send: the recording's own when absent; the other one is
+    /// transcoded (for a receiver that takes only H264, say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codec: Option<VideoCodec>,
+}
+
+/// `POST /api/forwards`: play stored recordings as plain RTP to `host:port` (video on
+/// `port`, audio on `port + 2`), in one video codec: `codec`, or the first clip's (clips in
+/// the other are transcoded). The answer is the forward, under the playback's session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlaybackForwardRequest {
+    pub host: String,
+    pub port: u16,
+    /// Recording ids in order; every recording when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recordings: Option<Vec<String>>,
+    /// Start again after the last one (default: play once).
+    #[serde(default, rename = "loop")]
+    pub looping: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codec: Option<VideoCodec>,
 }
 
 /// One plain-RTP track of a forward: where it goes and how the receiver reads it.

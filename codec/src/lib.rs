@@ -293,6 +293,8 @@ pub struct Transcoder {
     config: EncoderConfig,
     decoder: Decoder,
     encoder: Option<(Encoder, usize, usize)>,
+    /// The next output frame is to be a keyframe (a viewer asked for one).
+    keyframe_wanted: bool,
 }
 
 impl Transcoder {
@@ -305,12 +307,19 @@ impl Transcoder {
             config,
             decoder: Decoder::new(from)?,
             encoder: None,
+            keyframe_wanted: false,
         })
     }
 
     /// The output codec.
     pub fn output(&self) -> Codec {
         self.to
+    }
+
+    /// Makes the next output frame a keyframe, whatever the source's is (a viewer that joins
+    /// or lost packets of a live transcode needs one before the source's next).
+    pub fn request_keyframe(&mut self) {
+        self.keyframe_wanted = true;
     }
 
     /// One source frame in, its re-encoded frame out (`None` while the decoder has no picture,
@@ -331,9 +340,13 @@ impl Transcoder {
         let Some((encoder, _, _)) = self.encoder.as_mut() else {
             return Ok(None);
         };
-        let Some(out) = encoder.encode(&picture, frame.ts, frame.keyframe || fresh)? else {
+        let force = frame.keyframe || fresh || self.keyframe_wanted;
+        let Some(out) = encoder.encode(&picture, frame.ts, force)? else {
             return Ok(None);
         };
+        if out.keyframe {
+            self.keyframe_wanted = false;
+        }
         Ok(Some(media::Frame {
             codec: self.to,
             ts: frame.ts,
@@ -493,6 +506,37 @@ mod tests {
             (odd.width, odd.height, odd.data.len()),
             (4, 2, Picture::len_for(4, 2))
         );
+    }
+
+    #[test]
+    fn a_requested_keyframe_comes_out_on_the_next_frame_only() {
+        for (from, to) in [(Codec::Vp8, Codec::H264), (Codec::H264, Codec::Vp8)] {
+            let (w, h) = (320, 240);
+            let mut source = Encoder::new(from, w, h, EncoderConfig::default()).unwrap();
+            let mut t = Transcoder::new(from, to, EncoderConfig::default()).unwrap();
+            let mut keys = Vec::new();
+            for n in 0..20u64 {
+                // One source keyframe, at the start.
+                let e = source
+                    .encode(&pattern(w, h, n as usize), n * 3000, n == 0)
+                    .unwrap()
+                    .expect("encoded");
+                if n == 10 {
+                    t.request_keyframe();
+                }
+                let frame = media::Frame {
+                    codec: from,
+                    ts: n * 3000,
+                    keyframe: e.keyframe,
+                    data: e.data,
+                };
+                let o = t.push(&frame).unwrap().expect("transcoded");
+                if o.keyframe {
+                    keys.push(n);
+                }
+            }
+            assert_eq!(keys, vec![0, 10], "{from:?}->{to:?}");
+        }
     }
 
     #[test]

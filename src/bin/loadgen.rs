@@ -81,6 +81,11 @@ struct LiveArgs {
     /// How long all viewers watch together.
     #[arg(long, default_value_t = 20.0)]
     seconds: f64,
+    /// Viewers take only this video codec: if it is not the recorder's (`--codec`), the
+    /// server transcodes (one transcoder for all of them). Latency is then not measured
+    /// (it matches packets by payload, which transcoding changes).
+    #[arg(long, value_enum)]
+    viewer_codec: Option<CodecArg>,
     #[command(flatten)]
     common: Common,
 }
@@ -173,6 +178,13 @@ struct PlayArgs {
     /// Length of each seed recording.
     #[arg(long, default_value_t = 4.0)]
     seed_seconds: f64,
+    /// Viewers take only this video codec: clips in the other are transcoded by the server.
+    #[arg(long, value_enum)]
+    viewer_codec: Option<CodecArg>,
+    /// Viewer i plays only seed recording i (modulo their number), so that no two viewers
+    /// share a transcoder; by default every viewer plays every recording.
+    #[arg(long)]
+    one_recording_each: bool,
     #[command(flatten)]
     common: Common,
 }
@@ -599,7 +611,11 @@ async fn seed(
                 })
         ));
     }
-    Ok(json!({ "recordings": made, "seconds": seconds }))
+    let ids: Vec<String> = results
+        .iter()
+        .filter_map(|r| r.recording_id.clone())
+        .collect();
+    Ok(json!({ "recordings": made, "seconds": seconds, "ids": ids }))
 }
 
 async fn run(cli: Cli) -> Result<Value, String> {
@@ -613,7 +629,7 @@ async fn run(cli: Cli) -> Result<Value, String> {
         Cmd::Play(a) => (
             "play",
             a.common.clone(),
-            json!({"viewers": a.viewers, "seconds": a.seconds, "seed_recordings": a.seed_recordings, "seed_seconds": a.seed_seconds}),
+            json!({"viewers": a.viewers, "seconds": a.seconds, "seed_recordings": a.seed_recordings, "seed_seconds": a.seed_seconds, "viewer_codec": a.viewer_codec.map(|c| c.name()), "one_recording_each": a.one_recording_each}),
             a.viewers + a.seed_recordings,
         ),
         Cmd::Mixed(a) => (
@@ -637,7 +653,7 @@ async fn run(cli: Cli) -> Result<Value, String> {
         Cmd::Live(a) => (
             "live",
             a.common.clone(),
-            json!({"viewers": a.viewers, "seconds": a.seconds}),
+            json!({"viewers": a.viewers, "seconds": a.seconds, "viewer_codec": a.viewer_codec.map(|c| c.name())}),
             a.viewers + 1,
         ),
     };
@@ -672,7 +688,16 @@ async fn run(cli: Cli) -> Result<Value, String> {
         }
         if let Cmd::Live(a) = &cli.cmd {
             let report =
-                live::run(addr, server.pid, fixture.clone(), a.viewers, a.seconds, ramp).await?;
+                live::run(
+                addr,
+                server.pid,
+                fixture.clone(),
+                a.viewers,
+                a.seconds,
+                ramp,
+                a.viewer_codec.map(CodecArg::codec),
+            )
+            .await?;
             return Ok(json!({ "scenario": "live", "params": params, "codec": common.codec.name(), "result": report, "ok": report["ok"] }));
         }
         // Seeding happens before the baseline is taken.
@@ -718,10 +743,23 @@ async fn run(cli: Cli) -> Result<Value, String> {
             Cmd::Play(a) => {
                 let limit = Duration::from_secs_f64(a.seconds + 120.0) + ramp * a.viewers as u32;
                 let watch = watch_steady(live.clone(), a.viewers, server.pid, limit);
-                let (r, u) = run_all(a.viewers, ramp, limit, |_| {
+                let ids: Vec<String> = seeded["ids"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+                    .unwrap_or_default();
+                if a.one_recording_each && ids.is_empty() {
+                    return Err("--one-recording-each needs --seed-recordings".into());
+                }
+                let (r, u) = run_all(a.viewers, ramp, limit, |i| {
                     let l = live.clone();
                     let s = a.seconds;
-                    async move { session::view(addr, ViewLength::Seconds(s), &l).await }
+                    let choice = session::ViewChoice {
+                        video: a.viewer_codec.map(|c| c.codec()),
+                        recordings: a
+                            .one_recording_each
+                            .then(|| vec![ids[i % ids.len()].clone()]),
+                    };
+                    async move { session::view_as(addr, ViewLength::Seconds(s), &l, &choice).await }
                 })
                 .await;
                 out.views = r;

@@ -49,6 +49,8 @@ pub enum ForwardError {
     TooMany(usize),
     #[error("could not open a UDP socket: {0}")]
     Socket(String),
+    #[error("cannot transcode this recording: {0}")]
+    Transcode(String),
 }
 
 struct Entry {
@@ -69,6 +71,15 @@ pub struct Forwards {
 pub fn allowed(ip: IpAddr, allow: &[ipnet::IpNet]) -> bool {
     let ip = ip.to_canonical();
     ip.is_loopback() || allow.iter().any(|net| net.contains(&ip))
+}
+
+/// A forward's host: an IP address (IPv6 with or without brackets), never a name.
+pub fn parse_host(host: &str) -> Result<IpAddr, ForwardError> {
+    host.trim()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .map_err(|_| ForwardError::BadHost(host.chars().take(64).collect()))
 }
 
 /// Whether `to` can take a forward: an allowed address (`--forward-allow`) and an even port
@@ -116,23 +127,22 @@ impl Forwards {
         session: &str,
         host: &str,
         port: u16,
+        codec: Option<Codec>,
     ) -> Result<ForwardInfo, ForwardError> {
-        let ip: IpAddr = host
-            .trim()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse()
-            .map_err(|_| ForwardError::BadHost(host.chars().take(64).collect()))?;
-        self.start_to(state, session, SocketAddr::new(ip, port))
+        let ip = parse_host(host)?;
+        self.start_to(state, session, SocketAddr::new(ip, port), codec)
             .await
     }
 
-    /// [`start`](Self::start) with a parsed destination.
+    /// [`start`](Self::start) with a parsed destination; `codec` is the video codec to send
+    /// (the recording's own when `None`; the other is transcoded, one transcoder for every
+    /// viewer and forward that wants it: `Channel::subscribe_in`).
     pub async fn start_to(
         &self,
         state: &AppState,
         session: &str,
         to: SocketAddr,
+        codec: Option<Codec>,
     ) -> Result<ForwardInfo, ForwardError> {
         check_destination(to, &state.config.forward_allow)?;
         let channel = state
@@ -140,63 +150,21 @@ impl Forwards {
             .find(session)
             .filter(|c| c.session == session)
             .ok_or_else(|| ForwardError::NoSuchSession(session.chars().take(64).collect()))?;
-        let local: IpAddr = match to.ip() {
-            ip if ip.is_loopback() && ip.is_ipv4() => Ipv4Addr::LOCALHOST.into(),
-            ip if ip.is_loopback() => Ipv6Addr::LOCALHOST.into(),
-            IpAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
-            IpAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
-        };
-        let socket = tokio::net::UdpSocket::bind(SocketAddr::new(local, 0))
-            .await
-            .map_err(|e| ForwardError::Socket(e.to_string()))?;
-        let Some(sub) = channel.subscribe() else {
+        let video = codec.unwrap_or(channel.video);
+        let sink = RtpSink::bind(to, video).await?;
+        let Some(sub) = channel
+            .subscribe_in(video)
+            .map_err(|e| ForwardError::Transcode(e.to_string()))?
+        else {
             return Err(ForwardError::NoSuchSession(session.to_owned()));
         };
-        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        let video_ssrc = crate::random::nonzero_u32();
-        let audio_ssrc = crate::random::nonzero_u32();
-        let info = ForwardInfo {
-            id,
-            session: session.to_owned(),
-            host: to.ip().to_string(),
-            video: ForwardTrack {
-                port: to.port(),
-                codec: channel.video.id().into(),
-                payload_type: VIDEO_PT,
-                ssrc: video_ssrc,
-            },
-            audio: ForwardTrack {
-                port: to.port() + 2,
-                codec: "opus".into(),
-                payload_type: AUDIO_PT,
-                ssrc: audio_ssrc,
-            },
-            sdp_url: format!("/api/sessions/{session}/forwards/{id}/sdp"),
-            packets: 0,
-        };
         let stop = CancellationToken::new();
-        let packets = Arc::new(AtomicU64::new(0));
-        {
-            // Counted and added under one lock: concurrent requests cannot pass the limit.
-            let mut all = self.lock();
-            let list = all.entry(session.to_owned()).or_default();
-            if list.len() >= MAX_FORWARDS_PER_SESSION {
-                return Err(ForwardError::TooMany(list.len()));
-            }
-            list.push(Entry {
-                info: info.clone(),
-                sdp: sdp(to.ip(), channel.video, to.port(), to.port() + 2),
-                stop: stop.clone(),
-                packets: packets.clone(),
-            });
-        }
+        let info = self.add(session, &sink, stop.clone())?;
+        let id = info.id;
         let run = Run {
-            socket,
-            video_to: to,
-            audio_to: SocketAddr::new(to.ip(), to.port() + 2),
-            video: rewriter(video_ssrc, MediaKind::Video),
-            audio: rewriter(audio_ssrc, MediaKind::Audio),
-            packets,
+            video: rewriter(sink.video_ssrc, MediaKind::Video),
+            audio: rewriter(sink.audio_ssrc, MediaKind::Audio),
+            sink,
         };
         let forwards = self.clone();
         let (session_id, shutdown) = (session.to_owned(), state.shutdown.clone());
@@ -204,10 +172,73 @@ impl Forwards {
             run.run(sub, stop, shutdown).await;
             forwards.remove(&session_id, id);
         });
-        tracing::info!(%session, %to, id, "RTP forward started");
+        tracing::info!(%session, %to, id, ?video, "RTP forward started");
         Ok(info)
     }
 
+    /// A playback session's forward (`session::play::run_rtp`): listed and served like a
+    /// live recording's; `stop` (the session's own) ends the playback on DELETE.
+    pub async fn attach_playback(
+        &self,
+        state: &AppState,
+        session: &str,
+        to: SocketAddr,
+        video: Codec,
+        stop: CancellationToken,
+    ) -> Result<(RtpSink, ForwardInfo), ForwardError> {
+        check_destination(to, &state.config.forward_allow)?;
+        let sink = RtpSink::bind(to, video).await?;
+        let info = self.add(session, &sink, stop)?;
+        Ok((sink, info))
+    }
+
+    /// Forgets a playback's forward when its session ends.
+    pub fn detach(&self, session: &str, id: u64) {
+        self.remove(session, id);
+    }
+
+    /// Lists a new forward of `session` (at most [`MAX_FORWARDS_PER_SESSION`]).
+    fn add(
+        &self,
+        session: &str,
+        sink: &RtpSink,
+        stop: CancellationToken,
+    ) -> Result<ForwardInfo, ForwardError> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let to = sink.video_to;
+        let info = ForwardInfo {
+            id,
+            session: session.to_owned(),
+            host: to.ip().to_string(),
+            video: ForwardTrack {
+                port: to.port(),
+                codec: sink.video_codec.id().into(),
+                payload_type: VIDEO_PT,
+                ssrc: sink.video_ssrc,
+            },
+            audio: ForwardTrack {
+                port: sink.audio_to.port(),
+                codec: "opus".into(),
+                payload_type: AUDIO_PT,
+                ssrc: sink.audio_ssrc,
+            },
+            sdp_url: format!("/api/sessions/{session}/forwards/{id}/sdp"),
+            packets: 0,
+        };
+        // Counted and added under one lock: concurrent requests cannot pass the limit.
+        let mut all = self.lock();
+        let list = all.entry(session.to_owned()).or_default();
+        if list.len() >= MAX_FORWARDS_PER_SESSION {
+            return Err(ForwardError::TooMany(list.len()));
+        }
+        list.push(Entry {
+            info: info.clone(),
+            sdp: sdp(to.ip(), sink.video_codec, to.port(), sink.audio_to.port()),
+            stop,
+            packets: sink.packets.clone(),
+        });
+        Ok(info)
+    }
     fn remove(&self, session: &str, id: u64) {
         let mut all = self.lock();
         if let Some(list) = all.get_mut(session) {
@@ -259,13 +290,70 @@ impl Forwards {
     }
 }
 
-struct Run {
+/// A forward's socket and destinations: video to `port`, audio to `port + 2`.
+pub struct RtpSink {
     socket: tokio::net::UdpSocket,
     video_to: SocketAddr,
     audio_to: SocketAddr,
+    video_ssrc: u32,
+    audio_ssrc: u32,
+    video_codec: Codec,
+    packets: Arc<AtomicU64>,
+}
+
+impl RtpSink {
+    /// A socket on the interface that reaches `to` (loopback for loopback), fresh SSRCs.
+    async fn bind(to: SocketAddr, video_codec: Codec) -> Result<RtpSink, ForwardError> {
+        let local: IpAddr = match to.ip() {
+            ip if ip.is_loopback() && ip.is_ipv4() => Ipv4Addr::LOCALHOST.into(),
+            ip if ip.is_loopback() => Ipv6Addr::LOCALHOST.into(),
+            IpAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+            IpAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+        };
+        let socket = tokio::net::UdpSocket::bind(SocketAddr::new(local, 0))
+            .await
+            .map_err(|e| ForwardError::Socket(e.to_string()))?;
+        Ok(RtpSink {
+            socket,
+            video_to: to,
+            audio_to: SocketAddr::new(to.ip(), to.port() + 2),
+            video_ssrc: crate::random::nonzero_u32(),
+            audio_ssrc: crate::random::nonzero_u32(),
+            video_codec,
+            packets: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    pub fn ssrc(&self, kind: MediaKind) -> u32 {
+        match kind {
+            MediaKind::Video => self.video_ssrc,
+            MediaKind::Audio => self.audio_ssrc,
+        }
+    }
+
+    /// What the SDP announces.
+    pub fn payload_types(&self) -> Vec<(Codec, u8)> {
+        vec![(Codec::Opus, AUDIO_PT), (self.video_codec, VIDEO_PT)]
+    }
+
+    /// Sends one packet to its kind's port. A receiver that is not listening (ICMP port
+    /// unreachable) is not an error worth ending the forward for: it may start later.
+    pub async fn send(&self, kind: MediaKind, packet: &media::rtp::RtpPacket) {
+        let to = match kind {
+            MediaKind::Video => self.video_to,
+            MediaKind::Audio => self.audio_to,
+        };
+        if self.socket.send_to(&packet.to_bytes(), to).await.is_ok() {
+            self.packets.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A live recording's forward: its packets rewritten to the sink's SSRCs and payload types.
+struct Run {
+    sink: RtpSink,
     video: Rewriter,
     audio: Rewriter,
-    packets: Arc<AtomicU64>,
 }
 
 impl Run {
@@ -282,21 +370,17 @@ impl Run {
                 _ = shutdown.cancelled() => None,
             };
             let Some(item) = item else { break };
-            let (rewriter, pt, to) = match item.kind {
-                MediaKind::Video => (&mut self.video, VIDEO_PT, self.video_to),
-                MediaKind::Audio => (&mut self.audio, AUDIO_PT, self.audio_to),
+            let (rewriter, pt) = match item.kind {
+                MediaKind::Video => (&mut self.video, VIDEO_PT),
+                MediaKind::Audio => (&mut self.audio, AUDIO_PT),
             };
             let Some(packet) = rewriter.rewrite(&item.packet, pt, item.discontinuity) else {
                 continue;
             };
-            // A receiver that is not listening (ICMP port unreachable) is not an error worth
-            // ending the forward for: it may start later.
-            if self.socket.send_to(&packet.to_bytes(), to).await.is_ok() {
-                self.packets.fetch_add(1, Ordering::Relaxed);
-            }
+            self.sink.send(item.kind, &packet).await;
         }
         tracing::info!(
-            packets = self.packets.load(Ordering::Relaxed),
+            packets = self.sink.packets.load(Ordering::Relaxed),
             "RTP forward ended"
         );
     }

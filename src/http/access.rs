@@ -455,6 +455,7 @@ fn is_server_fn(path: &str) -> bool {
         && !under(path, "/api/recordings")
         && !under(path, "/api/sessions")
         && !under(path, "/api/ingest")
+        && !under(path, "/api/forwards")
 }
 
 /// The middleware: Host check, the `?token=` cookie flow, classification and the rules, the

@@ -82,20 +82,71 @@ pub async fn start_forward(
     Path(id): Path<String>,
     body: Result<Json<app::protocol::ForwardRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(axum::http::StatusCode, Json<app::protocol::ForwardInfo>), ApiError> {
-    use crate::gateway::forward::ForwardError as E;
     let Json(body) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let codec = body.codec.map(crate::store::codec_of);
     match state
         .forwards
-        .start(&state, &id, &body.host, body.port)
+        .start(&state, &id, &body.host, body.port, codec)
         .await
     {
         Ok(info) => Ok((axum::http::StatusCode::CREATED, Json(info))),
-        Err(e @ E::NoSuchSession(_)) => Err(ApiError::NotFound(e.to_string())),
-        Err(e @ E::NotAllowed(_)) => Err(ApiError::Forbidden(e.to_string())),
-        Err(e @ (E::BadHost(_) | E::BadPort(_))) => Err(ApiError::BadRequest(e.to_string())),
-        Err(e @ E::TooMany(_)) => Err(ApiError::Conflict(e.to_string())),
-        Err(e @ E::Socket(_)) => Err(ApiError::Internal(e.to_string())),
+        Err(e) => Err(forward_refusal(e)),
     }
+}
+
+/// The HTTP answer to a forward that could not start.
+fn forward_refusal(e: crate::gateway::forward::ForwardError) -> ApiError {
+    use crate::gateway::forward::ForwardError as E;
+    match e {
+        e @ E::NoSuchSession(_) => ApiError::NotFound(e.to_string()),
+        e @ E::NotAllowed(_) => ApiError::Forbidden(e.to_string()),
+        e @ (E::BadHost(_) | E::BadPort(_)) => ApiError::BadRequest(e.to_string()),
+        e @ E::TooMany(_) => ApiError::Conflict(e.to_string()),
+        e @ E::Socket(_) => ApiError::Internal(e.to_string()),
+        e @ E::Transcode(_) => ApiError::Unprocessable(e.to_string()),
+    }
+}
+
+/// `POST /api/forwards`: a playback of stored recordings sent as plain RTP; 201 with the
+/// forward (its SDP under the playback's session). `DELETE` on the forward, or on the
+/// session, ends it.
+pub async fn start_playback_forward(
+    State(state): State<AppState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    body: Result<
+        Json<app::protocol::PlaybackForwardRequest>,
+        axum::extract::rejection::JsonRejection,
+    >,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(e) => return ApiError::BadRequest(e.body_text()).into_response(),
+    };
+    let to = match crate::gateway::forward::parse_host(&body.host)
+        .map(|ip| std::net::SocketAddr::new(ip, body.port))
+        .and_then(|to| {
+            crate::gateway::forward::check_destination(to, &state.config.forward_allow).map(|()| to)
+        }) {
+        Ok(to) => to,
+        Err(e) => return forward_refusal(e).into_response(),
+    };
+    let request = crate::session::Request::PlayRtp {
+        to,
+        looping: body.looping,
+        recordings: body.recordings,
+        codec: body.codec.map(crate::store::codec_of),
+    };
+    let started = match crate::http::started::start(&state, peer.ip(), request).await {
+        Ok(s) => s,
+        Err(refusal) => return refusal.json(),
+    };
+    let crate::session::Event::Forwarding(info) = &started.first else {
+        return ApiError::Internal("the playback forward did not start".into()).into_response();
+    };
+    let info = info.clone();
+    started.keep(&state, || {});
+    (axum::http::StatusCode::CREATED, Json(info)).into_response()
 }
 
 /// `GET /api/sessions/{id}/forwards`.

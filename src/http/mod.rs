@@ -38,6 +38,10 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/api/sessions/{id}/forwards/{n}/sdp", get(api::forward_sdp))
         .route("/api/ingest", axum::routing::post(ingest::start))
+        .route(
+            "/api/forwards",
+            axum::routing::post(api::start_playback_forward),
+        )
         .merge(whip_routes())
 }
 

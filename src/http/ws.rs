@@ -395,7 +395,7 @@ fn to_wire(event: Event) -> Option<ServerMessage> {
         Event::RecordingFinished(meta) => ServerMessage::Recording(meta),
         Event::Rejected(why) => ServerMessage::Error(why.message().to_owned()),
         Event::Error(text) => ServerMessage::Error(text),
-        // Only RTP ingests (started over HTTP) say this.
-        Event::Ingesting => return None,
+        // Only sessions started over HTTP say these (RTP ingests and playback forwards).
+        Event::Ingesting | Event::Forwarding(_) => return None,
     })
 }

@@ -67,17 +67,40 @@ pub struct Channel {
     subscribers: Mutex<Vec<Subscriber>>,
     count: AtomicUsize,
     keyframe_wanted: Notify,
+    /// Set by [`want_keyframe`](Self::want_keyframe) too, for a live transcoder that feeds
+    /// this channel (it runs on a thread of its own and cannot wait for `keyframe_wanted`).
+    pub(super) keyframe_asked: AtomicBool,
     next_id: AtomicU64,
     closed: AtomicBool,
+    /// The recording's video in other codecs for viewers that lack its own: one transcoder
+    /// per output codec, shared by every viewer that needs it (`super::live_transcode`).
+    pub(super) transcoded: Mutex<HashMap<Codec, Arc<Channel>>>,
 }
 
 impl Channel {
+    pub(super) fn new(session: &str, recording: &str, name: &str, video: Codec) -> Channel {
+        Channel {
+            session: session.to_owned(),
+            recording: recording.to_owned(),
+            name: name.to_owned(),
+            video,
+            subscribers: Mutex::new(Vec::new()),
+            count: AtomicUsize::new(0),
+            keyframe_wanted: Notify::new(),
+            keyframe_asked: AtomicBool::new(false),
+            next_id: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+            transcoded: Mutex::new(HashMap::new()),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Subscriber>> {
         self.subscribers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Asks the recorder for a keyframe (it rate-limits).
     pub fn want_keyframe(&self) {
+        self.keyframe_asked.store(true, Ordering::Relaxed);
         self.keyframe_wanted.notify_one();
     }
 
@@ -110,103 +133,17 @@ impl Channel {
         })
     }
 
-    /// Viewers watching now.
-    pub fn viewers(&self) -> usize {
-        self.count.load(Ordering::Relaxed)
-    }
-
-    fn close(&self) {
-        let mut subs = self.lock();
-        self.closed.store(true, Ordering::SeqCst);
-        subs.clear();
-        self.count.store(0, Ordering::Relaxed);
-    }
-}
-
-/// A viewer's end of a channel; dropping it leaves.
-pub struct Subscription {
-    pub channel: Arc<Channel>,
-    id: u64,
-    pub rx: mpsc::Receiver<LivePacket>,
-    /// Packets dropped for this viewer (its queue was full, or it waited for a keyframe).
-    pub dropped: Arc<AtomicU64>,
-}
-
-impl Drop for Subscription {
-    fn drop(&mut self) {
-        let mut subs = self.channel.lock();
-        subs.retain(|s| s.id != self.id);
-        self.channel.count.store(subs.len(), Ordering::Relaxed);
-    }
-}
-
-/// Every recording that can be watched live, by recording session id; cheap to clone.
-#[derive(Clone, Default)]
-pub struct LiveHub {
-    channels: Arc<Mutex<HashMap<String, Arc<Channel>>>>,
-}
-
-impl LiveHub {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Channel>>> {
-        self.channels.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Opens the channel of a recording session; it closes when the publisher is dropped.
-    pub fn open(&self, session: &str, recording: &RecordingMeta, video: Codec) -> Publisher {
-        let channel = Arc::new(Channel {
-            session: session.to_owned(),
-            recording: recording.id.clone(),
-            name: recording.name.clone(),
-            video,
-            subscribers: Mutex::new(Vec::new()),
-            count: AtomicUsize::new(0),
-            keyframe_wanted: Notify::new(),
-            next_id: AtomicU64::new(0),
-            closed: AtomicBool::new(false),
-        });
-        self.lock().insert(session.to_owned(), channel.clone());
-        Publisher {
-            hub: self.clone(),
-            channel,
-            last_request: None,
-            pending_request: false,
-            hold: None,
-        }
-    }
-
-    /// The channel of a recording in progress, by its session id or by its recording id.
-    pub fn find(&self, target: &str) -> Option<Arc<Channel>> {
-        let channels = self.lock();
-        channels
-            .get(target)
-            .or_else(|| channels.values().find(|c| c.recording == target))
-            .cloned()
-    }
-}
-
-/// The recorder's end of its channel.
-pub struct Publisher {
-    hub: LiveHub,
-    channel: Arc<Channel>,
-    /// When the last PLI for viewers went out.
-    last_request: Option<TokioInstant>,
-    pending_request: bool,
-    /// The wait of a held request: one timer per request, kept across the recorder's loop
-    /// turns (it polls [`keyframe_wanted`](Self::keyframe_wanted) once per packet).
-    hold: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
-}
-
-impl Publisher {
-    /// Hands one received packet to every viewer, without waiting.
-    pub fn publish(&self, kind: MediaKind, packet: &RtpPacket) {
-        if self.channel.viewers() == 0 {
+    /// Hands one packet to every viewer of this channel, without waiting (the recorder's, or
+    /// a live transcoder's).
+    pub(super) fn publish(&self, kind: MediaKind, packet: &RtpPacket) {
+        if self.viewers() == 0 {
             return;
         }
-        let video = self.channel.video;
+        let video = self.video;
         let mut lost_video = false;
         // Parsed once per packet, and only if someone waits for a keyframe.
         let mut keyframe: Option<bool> = None;
-        let mut subs = self.channel.lock();
+        let mut subs = self.lock();
         subs.retain_mut(|sub| {
             let discontinuity = match kind {
                 MediaKind::Video if sub.waiting_for_keyframe => {
@@ -248,11 +185,93 @@ impl Publisher {
                 Err(mpsc::error::TrySendError::Closed(_)) => false,
             }
         });
-        self.channel.count.store(subs.len(), Ordering::Relaxed);
+        self.count.store(subs.len(), Ordering::Relaxed);
         drop(subs);
         if lost_video {
-            self.channel.want_keyframe();
+            self.want_keyframe();
         }
+    }
+
+    /// Viewers watching now.
+    pub fn viewers(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn close(&self) {
+        let mut subs = self.lock();
+        self.closed.store(true, Ordering::SeqCst);
+        subs.clear();
+        self.count.store(0, Ordering::Relaxed);
+    }
+}
+
+/// A viewer's end of a channel; dropping it leaves.
+pub struct Subscription {
+    pub channel: Arc<Channel>,
+    id: u64,
+    pub rx: mpsc::Receiver<LivePacket>,
+    /// Packets dropped for this viewer (its queue was full, or it waited for a keyframe).
+    pub dropped: Arc<AtomicU64>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut subs = self.channel.lock();
+        subs.retain(|s| s.id != self.id);
+        self.channel.count.store(subs.len(), Ordering::Relaxed);
+    }
+}
+
+/// Every recording that can be watched live, by recording session id; cheap to clone.
+#[derive(Clone, Default)]
+pub struct LiveHub {
+    channels: Arc<Mutex<HashMap<String, Arc<Channel>>>>,
+}
+
+impl LiveHub {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Channel>>> {
+        self.channels.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Opens the channel of a recording session; it closes when the publisher is dropped.
+    pub fn open(&self, session: &str, recording: &RecordingMeta, video: Codec) -> Publisher {
+        let channel = Arc::new(Channel::new(session, &recording.id, &recording.name, video));
+        self.lock().insert(session.to_owned(), channel.clone());
+        Publisher {
+            hub: self.clone(),
+            channel,
+            last_request: None,
+            pending_request: false,
+            hold: None,
+        }
+    }
+
+    /// The channel of a recording in progress, by its session id or by its recording id.
+    pub fn find(&self, target: &str) -> Option<Arc<Channel>> {
+        let channels = self.lock();
+        channels
+            .get(target)
+            .or_else(|| channels.values().find(|c| c.recording == target))
+            .cloned()
+    }
+}
+
+/// The recorder's end of its channel.
+pub struct Publisher {
+    hub: LiveHub,
+    channel: Arc<Channel>,
+    /// When the last PLI for viewers went out.
+    last_request: Option<TokioInstant>,
+    pending_request: bool,
+    /// The wait of a held request: one timer per request, kept across the recorder's loop
+    /// turns (it polls [`keyframe_wanted`](Self::keyframe_wanted) once per packet).
+    hold: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Publisher {
+    /// Hands one received packet to every viewer, without waiting.
+    pub fn publish(&self, kind: MediaKind, packet: &RtpPacket) {
+        self.channel.publish(kind, packet);
     }
 
     /// Resolves when a viewer wants a keyframe and the recorder may send a PLI now: at most one
@@ -342,28 +361,53 @@ pub async fn run(
             .find(|(c, _)| *c == codec)
             .map(|(_, pt)| *pt)
     };
-    let Some(video_pt) = pt_of(channel.video) else {
+    // The recording's own codec if the viewer takes it, else the viewer's preferred one,
+    // transcoded (`live_transcode`).
+    let wanted = if pt_of(channel.video).is_some() {
+        Some(channel.video)
+    } else {
+        payload_types
+            .iter()
+            .map(|(c, _)| *c)
+            .find(|c| c.kind() == MediaKind::Video)
+    };
+    let Some((video_codec, video_pt)) = wanted.and_then(|c| pt_of(c).map(|pt| (c, pt))) else {
         peer.close().await;
-        let name = channel.video.name();
         tell(
             &out,
-            Event::Rejected(Rejection::Unacceptable(format!(
-                "this recording is {name} video, which the offer does not accept"
-            ))),
+            Event::Rejected(Rejection::Unacceptable(
+                "the offer accepts no video codec this server sends".into(),
+            )),
         );
         return EndReason::Error;
     };
     let audio_pt = pt_of(Codec::Opus);
     tell(&out, Event::Answer(answer, Some(peer.trickle())));
     registration.progress.set_recording(&channel.recording);
-    tracing::info!(session = %registration.id, recording = %channel.recording, "live viewer started");
+    tracing::info!(session = %registration.id, recording = %channel.recording, from = ?channel.video, to = ?video_codec, "live viewer started");
     if let Err(reason) =
         super::play::wait_connected(&state, &mut events, &registration.stop, &out).await
     {
         peer.close().await;
         return reason;
     }
-    let Some(mut sub) = channel.subscribe() else {
+    let sub = match channel.subscribe_in(video_codec) {
+        Ok(sub) => sub,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot transcode for a live viewer");
+            peer.close().await;
+            tell(
+                &out,
+                Event::Error(format!("the server cannot transcode this recording: {e}")),
+            );
+            tell(
+                &out,
+                Event::State(viewer_state(end_phase(EndReason::Error), Instant::now(), 0)),
+            );
+            return EndReason::Error;
+        }
+    };
+    let Some(mut sub) = sub else {
         peer.close().await;
         tell(&out, Event::Error("the recording has ended".into()));
         tell(
@@ -413,7 +457,8 @@ pub async fn run(
                 None | Some(PeerEvent::State(PeerState::Failed | PeerState::Closed)) => {
                     break EndReason::PeerGone;
                 }
-                Some(PeerEvent::KeyframeRequested) => channel.want_keyframe(),
+                // To the channel the viewer is on: the recorder, or its transcoder.
+                Some(PeerEvent::KeyframeRequested) => sub.channel.want_keyframe(),
                 Some(_) => {}
             },
             _ = tick.tick() => {

@@ -5,9 +5,11 @@
 //! edge. Every live session is in
 //! the [`registry::SessionRegistry`], which also enforces the session limits.
 pub mod live;
+mod live_transcode;
 pub mod play;
 pub mod record;
 pub mod registry;
+pub mod transcode;
 
 use std::net::IpAddr;
 
@@ -47,6 +49,14 @@ pub enum Request {
         offer: SessionDescription,
         target: String,
     },
+    /// Play recordings as plain RTP to an existing media service (`POST /api/forwards`).
+    PlayRtp {
+        to: std::net::SocketAddr,
+        looping: bool,
+        recordings: Option<Vec<String>>,
+        /// The video codec to send; the first clip's when `None`.
+        codec: Option<media::Codec>,
+    },
 }
 
 /// The video codec a recorder takes.
@@ -62,7 +72,9 @@ impl Request {
     pub fn kind(&self) -> SessionKind {
         match self {
             Request::Record { .. } | Request::Ingest { .. } => SessionKind::Record,
-            Request::Play { .. } | Request::Watch { .. } => SessionKind::Play,
+            Request::Play { .. } | Request::Watch { .. } | Request::PlayRtp { .. } => {
+                SessionKind::Play
+            }
         }
     }
 }
@@ -112,6 +124,19 @@ impl Rejection {
             _ => Rejection::Internal(text),
         }
     }
+
+    pub(crate) fn from_forward(e: &crate::gateway::forward::ForwardError) -> Rejection {
+        use crate::gateway::forward::ForwardError as E;
+        let text = e.to_string();
+        match e {
+            E::NoSuchSession(_) => Rejection::NotFound(text),
+            E::NotAllowed(_) | E::BadHost(_) | E::BadPort(_) | E::Transcode(_) => {
+                Rejection::Unacceptable(text)
+            }
+            E::TooMany(_) => Rejection::Conflict(text),
+            E::Socket(_) => Rejection::Internal(text),
+        }
+    }
 }
 
 /// What a session tells its client.
@@ -121,6 +146,8 @@ pub enum Event {
     Answer(SessionDescription, Option<crate::rtc::Trickle>),
     /// An RTP ingest is listening on its ports (it has no answer).
     Ingesting,
+    /// A playback goes out as plain RTP, as this forward says (it has no answer either).
+    Forwarding(app::protocol::ForwardInfo),
     /// Progress, about once a second, and the end of a playback.
     State(SessionState),
     NowPlaying(NowPlaying),
@@ -226,6 +253,12 @@ pub fn start(
             Request::Watch { offer, target } => {
                 live::run(state, offer, target, out, &registration).await
             }
+            Request::PlayRtp {
+                to,
+                looping,
+                recordings,
+                codec,
+            } => play::run_rtp(state, to, looping, recordings, codec, out, &registration).await,
         };
         counted.end(reason);
         // The registration goes last: the session is listed until it has concluded.

@@ -56,8 +56,14 @@ pub async fn run(
         .map(|(c, _)| c)
         .filter(|c| c.kind() == MediaKind::Video)
         .collect();
-    let feed = match ReadAhead::spawn(state.store.clone(), playlist.clone(), looping, viewer_video)
-    {
+    let reader = ReadAhead::spawn(
+        state.store.clone(),
+        playlist.clone(),
+        looping,
+        viewer_video,
+        state.transcodes.clone(),
+    );
+    let feed = match reader {
         Ok(f) => f,
         Err(e) => {
             tracing::error!(error = %e, "cannot start a playback reader");
@@ -71,7 +77,7 @@ pub async fn run(
     };
     let mut playing = Playing {
         state: &state,
-        peer: &peer,
+        peer: Sink::Peer(&peer),
         out: &out,
         registration,
         playlist: &playlist,
@@ -81,6 +87,124 @@ pub async fn run(
     let ended = playing.run_loop(feed, &mut events).await;
     peer.close().await;
     playing.conclude(ended);
+    ended
+}
+
+/// Where a playback's packets go: a WebRTC viewer, or plain RTP to an existing media
+/// service (`gateway::forward`).
+#[derive(Clone, Copy)]
+enum Sink<'a> {
+    Peer(&'a crate::rtc::ViewerPeer),
+    Rtp(&'a crate::gateway::forward::RtpSink),
+}
+
+impl Sink<'_> {
+    fn ssrc(&self, kind: MediaKind) -> u32 {
+        match self {
+            Sink::Peer(p) => p.ssrc(kind),
+            Sink::Rtp(r) => r.ssrc(kind),
+        }
+    }
+
+    fn payload_types(&self) -> Vec<(media::Codec, u8)> {
+        match self {
+            Sink::Peer(p) => p.payload_types(),
+            Sink::Rtp(r) => r.payload_types(),
+        }
+    }
+
+    async fn send(&self, kind: MediaKind, packet: &media::rtp::RtpPacket) {
+        match self {
+            Sink::Peer(p) => {
+                if let Err(e) = p.send(kind, packet).await {
+                    tracing::debug!(error = %e, "send failed");
+                }
+            }
+            Sink::Rtp(r) => r.send(kind, packet).await,
+        }
+    }
+}
+
+/// A playback of stored recordings sent as plain RTP to `to` (video there, audio two ports
+/// up) in one video codec, `codec` or the first clip's: clips in the other are transcoded,
+/// since a plain-RTP receiver reads one SDP. The first event is `Forwarding` with where the
+/// SDP is served; it ends when played through, on STOP/DELETE, or at shutdown.
+pub async fn run_rtp(
+    state: AppState,
+    to: std::net::SocketAddr,
+    looping: bool,
+    selection: Option<Vec<String>>,
+    codec: Option<media::Codec>,
+    out: Events,
+    registration: &Registration,
+) -> EndReason {
+    let playlist = match open(&state, selection).await {
+        Ok(p) => p,
+        Err(e) => {
+            tell(&out, Event::Rejected(e));
+            return EndReason::Error;
+        }
+    };
+    let video = codec
+        .or_else(|| {
+            playlist
+                .iter()
+                .find_map(|m| m.video_codec.map(crate::store::codec_of))
+        })
+        .unwrap_or(media::Codec::H264);
+    let forward = state
+        .forwards
+        .attach_playback(
+            &state,
+            &registration.id,
+            to,
+            video,
+            registration.stop.clone(),
+        )
+        .await;
+    let (sink, info) = match forward {
+        Ok(x) => x,
+        Err(e) => {
+            tell(&out, Event::Rejected(Rejection::from_forward(&e)));
+            return EndReason::Error;
+        }
+    };
+    tell(&out, Event::Forwarding(info.clone()));
+    tracing::info!(clips = playlist.len(), looping, session = %registration.id, %to, ?video, "playback forward started");
+    let reader = ReadAhead::spawn(
+        state.store.clone(),
+        playlist.clone(),
+        looping,
+        vec![video],
+        state.transcodes.clone(),
+    );
+    let ended = match reader {
+        Ok(feed) => {
+            let mut playing = Playing {
+                state: &state,
+                peer: Sink::Rtp(&sink),
+                out: &out,
+                registration,
+                playlist: &playlist,
+                start: Instant::now(),
+                sent_frames: 0,
+            };
+            // No peer, so no peer events: a channel that stays open and silent.
+            let (_open, mut events) = mpsc::channel(1);
+            let ended = playing.run_loop(feed, &mut events).await;
+            playing.conclude(ended);
+            ended
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start a playback reader");
+            tell(
+                &out,
+                Event::Error("the server cannot start a playback reader".into()),
+            );
+            EndReason::Error
+        }
+    };
+    state.forwards.detach(&registration.id, info.id);
     ended
 }
 
@@ -146,7 +270,7 @@ pub(super) async fn wait_connected(
 /// A connected playback.
 struct Playing<'a> {
     state: &'a AppState,
-    peer: &'a crate::rtc::ViewerPeer,
+    peer: Sink<'a>,
     out: &'a Events,
     registration: &'a Registration,
     playlist: &'a [RecordingMeta],
@@ -198,9 +322,7 @@ impl Playing<'_> {
                             self.sent_frames += 1;
                         }
                         metrics.rtp_out(kind, packet.payload.len());
-                        if let Err(e) = peer.send(kind, &packet).await {
-                            tracing::debug!(error = %e, "send failed");
-                        }
+                        peer.send(kind, &packet).await;
                     }
                     Output::ClipStarted { id, index: _ } => {
                         registration.progress.set_recording(&id);
@@ -399,6 +521,7 @@ impl ReadAhead {
         playlist: Vec<RecordingMeta>,
         looping: bool,
         viewer_video: Vec<media::Codec>,
+        transcodes: super::transcode::Transcodes,
     ) -> std::io::Result<ReadAhead> {
         let (tx, rx) = mpsc::channel(READ_AHEAD_FRAMES);
         let (verdicts, verdict_rx) = std::sync::mpsc::channel();
@@ -408,6 +531,7 @@ impl ReadAhead {
             playlist,
             looping,
             viewer_video,
+            transcodes,
             tx,
             verdicts: verdict_rx,
             budget: budget.clone(),
@@ -504,6 +628,7 @@ struct Reader {
     looping: bool,
     /// The viewer's video codecs, preferred first (a clip in none of them is transcoded).
     viewer_video: Vec<media::Codec>,
+    transcodes: super::transcode::Transcodes,
     tx: mpsc::Sender<Feed>,
     verdicts: std::sync::mpsc::Receiver<bool>,
     budget: Arc<Semaphore>,
@@ -511,6 +636,28 @@ struct Reader {
 
 /// The session is gone: the reader stops.
 struct Gone;
+
+/// A clip as the reader reads it: from the store, or through a shared transcode.
+enum Clip {
+    Direct(Demuxer<Box<dyn crate::store::MediaSource>>),
+    Transcoded(super::transcode::SharedClip),
+}
+
+impl Clip {
+    fn info(&self) -> &TrackInfo {
+        match self {
+            Clip::Direct(d) => d.info(),
+            Clip::Transcoded(t) => t.info(),
+        }
+    }
+
+    fn next_frame(&mut self) -> Result<Option<Frame>, String> {
+        match self {
+            Clip::Direct(d) => d.next_frame().map_err(|e| e.to_string()),
+            Clip::Transcoded(t) => t.next_frame(),
+        }
+    }
+}
 
 impl Reader {
     fn run(self) {
@@ -555,13 +702,35 @@ impl Reader {
                 reason,
             })
         };
-        let opened = self
-            .store
-            .open(&meta.id)
-            .map_err(|e| e.to_string())
-            .and_then(|(_, src)| {
-                Demuxer::open(container_kind(meta.container), src).map_err(|e| e.to_string())
-            });
+        // A clip in a codec the viewer lacks is read through a shared transcode (one encoder
+        // per recording and codec for every viewer that plays it now: `super::transcode`),
+        // into the viewer's preferred codec, its keyframes and timestamps kept.
+        let store = &self.store;
+        let open_source = || {
+            store
+                .open(&meta.id)
+                .map(|(_, src)| src)
+                .map_err(|e| e.to_string())
+        };
+        let wants_transcode = meta
+            .video_codec
+            .map(crate::store::codec_of)
+            .zip(self.viewer_video.first().copied())
+            .filter(|(codec, _)| !self.viewer_video.contains(codec));
+        let opened = match wants_transcode {
+            Some((from, to)) => match self.transcodes.open(meta, to, open_source) {
+                Ok(clip) => Ok(Clip::Transcoded(clip)),
+                Err(e) => {
+                    tracing::warn!(id = %meta.id, ?from, ?to, error = %e, "cannot transcode; the clip is skipped");
+                    Err(e)
+                }
+            },
+            None => open_source().and_then(|src| {
+                Demuxer::open(container_kind(meta.container), src)
+                    .map(Clip::Direct)
+                    .map_err(|e| e.to_string())
+            }),
+        };
         let mut demux = match opened {
             Ok(d) => d,
             Err(e) => {
@@ -569,25 +738,7 @@ impl Reader {
                 return Ok(false);
             }
         };
-        // A clip in a codec the viewer lacks is transcoded here, on the reader's thread, into
-        // the viewer's preferred one (its keyframes and timestamps kept).
-        let mut info = demux.info().clone();
-        let mut transcoder = None;
-        if let Some(video) = info.video.as_mut()
-            && let Some(&to) = self.viewer_video.first()
-            && !self.viewer_video.contains(&video.codec)
-        {
-            match codec::Transcoder::new(video.codec, to, codec::EncoderConfig::default()) {
-                Ok(t) => {
-                    tracing::info!(id = %meta.id, from = ?video.codec, ?to, "transcoding a clip for a viewer");
-                    video.codec = to;
-                    transcoder = Some(t);
-                }
-                Err(e) => {
-                    tracing::warn!(id = %meta.id, error = %e, "cannot transcode; the clip is skipped")
-                }
-            }
-        }
+        let info = demux.info().clone();
         self.send(Feed::Clip { index, info })?;
         if !self.verdicts.recv().map_err(|_| Gone)? {
             return Ok(false);
@@ -596,17 +747,6 @@ impl Reader {
         loop {
             match demux.next_frame() {
                 Ok(Some(frame)) => {
-                    let frame = match transcoder.as_mut() {
-                        Some(t) if frame.codec.kind() == MediaKind::Video => match t.push(&frame) {
-                            Ok(Some(out)) => out,
-                            Ok(None) => continue,
-                            Err(e) => {
-                                tracing::debug!(id = %meta.id, error = %e, "frame not transcoded");
-                                continue;
-                            }
-                        },
-                        _ => frame,
-                    };
                     // Waits for room in the read-ahead budget (the session gives it back as
                     // it takes frames).
                     let permit = futures::executor::block_on(

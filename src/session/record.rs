@@ -139,7 +139,11 @@ pub async fn run(
     let publisher = state.live.open(&registration.id, &open.meta, video);
     // `--forward-rtp`: every recording goes to these services too.
     for to in &state.config.forward_rtp {
-        if let Err(e) = state.forwards.start_to(&state, &registration.id, *to).await {
+        if let Err(e) = state
+            .forwards
+            .start_to(&state, &registration.id, *to, None)
+            .await
+        {
             tracing::warn!(%to, error = %e, "RTP forward not started");
         }
     }

@@ -122,7 +122,16 @@ pub async fn view(
     server: &TestServer,
     path: &str,
 ) -> Result<(Client, mpsc::Receiver<PeerEvent>, String), (u16, String)> {
-    let (client, events) = Client::view(ViewOptions::default()).await.expect("viewer");
+    view_with(server, path, ViewOptions::default()).await
+}
+
+/// [`view`] with the viewer's codecs given.
+pub async fn view_with(
+    server: &TestServer,
+    path: &str,
+    options: ViewOptions,
+) -> Result<(Client, mpsc::Receiver<PeerEvent>, String), (u16, String)> {
+    let (client, events) = Client::view(options).await.expect("viewer");
     let offer = client.offer().await.expect("offer");
     let (status, head, body) = post(server, path, vec![SDP], offer.sdp).await;
     if status != 201 {

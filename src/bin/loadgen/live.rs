@@ -210,11 +210,12 @@ async fn view(
     addr: SocketAddr,
     session: String,
     codec: Codec,
+    only: bool,
     sends: Arc<Sends>,
     stop: CancellationToken,
 ) -> ViewerResult {
     let mut r = ViewerResult::default();
-    if let Err(e) = view_inner(addr, session, codec, &sends, &stop, &mut r).await {
+    if let Err(e) = view_inner(addr, session, codec, only, &sends, &stop, &mut r).await {
         r.error = Some(e);
     }
     r
@@ -224,11 +225,17 @@ async fn view_inner(
     addr: SocketAddr,
     session: String,
     codec: Codec,
+    only: bool,
     sends: &Sends,
     stop: &CancellationToken,
     r: &mut ViewerResult,
 ) -> Result<(), String> {
-    let (client, mut events) = Client::view(ViewOptions::default())
+    // `only`: the viewer takes no other video codec (the server transcodes to it).
+    let mut options = ViewOptions::default();
+    if only {
+        options.video.retain(|(c, _)| *c == codec);
+    }
+    let (client, mut events) = Client::view(options)
         .await
         .map_err(|e| format!("viewer: {e}"))?;
     let result = async {
@@ -306,6 +313,7 @@ pub async fn run(
     viewers: usize,
     seconds: f64,
     ramp: Duration,
+    viewer_codec: Option<Codec>,
 ) -> Result<Value, String> {
     let sends = Arc::new(Sends::default());
     let stop_recorder = CancellationToken::new();
@@ -337,7 +345,8 @@ pub async fn run(
         tasks.push(tokio::spawn(view(
             addr,
             session.clone(),
-            fixture.video,
+            viewer_codec.unwrap_or(fixture.video),
+            viewer_codec.is_some(),
             sends.clone(),
             stop_viewers.clone(),
         )));

@@ -331,12 +331,31 @@ pub enum ViewLength {
     FirstKeyframe,
 }
 
+/// What a viewer offers and plays.
+#[derive(Clone, Debug, Default)]
+pub struct ViewChoice {
+    /// The only video codec it takes (clips in the other one are transcoded); both if `None`.
+    pub video: Option<Codec>,
+    /// The recordings it plays; all if `None`.
+    pub recordings: Option<Vec<String>>,
+}
+
 /// PLAY (looping, every recording), measure for `length`, STOP.
 pub async fn view(addr: SocketAddr, length: ViewLength, live: &Live) -> ViewResult {
+    view_as(addr, length, live, &ViewChoice::default()).await
+}
+
+/// [`view`] with the viewer's codec and playlist chosen.
+pub async fn view_as(
+    addr: SocketAddr,
+    length: ViewLength,
+    live: &Live,
+    choice: &ViewChoice,
+) -> ViewResult {
     let mut r = ViewResult::default();
     live.started.fetch_add(1, Ordering::Relaxed);
     let mut done = MediaDone(live, false);
-    if let Err(e) = view_inner(addr, length, live, &mut done, &mut r).await {
+    if let Err(e) = view_inner(addr, length, live, choice, &mut done, &mut r).await {
         r.error = Some(e);
         live.failed.fetch_add(1, Ordering::Relaxed);
     }
@@ -349,10 +368,15 @@ async fn view_inner(
     addr: SocketAddr,
     length: ViewLength,
     live: &Live,
+    choice: &ViewChoice,
     done: &mut MediaDone<'_>,
     r: &mut ViewResult,
 ) -> Result<(), String> {
-    let (client, mut events) = Client::view(ViewOptions::default())
+    let mut options = ViewOptions::default();
+    if let Some(only) = choice.video {
+        options.video.retain(|(c, _)| *c == only);
+    }
+    let (client, mut events) = Client::view(options)
         .await
         .map_err(|e| format!("client: {e}"))?;
     let pts = client.payload_types();
@@ -360,7 +384,7 @@ async fn view_inner(
         let play = |offer| ClientMessage::Play {
             offer,
             looping: true,
-            recordings: None,
+            recordings: choice.recordings.clone(),
         };
         let (mut signal, sent) = offer_answer(&client, addr, play, &mut r.answer_ms).await?;
 
