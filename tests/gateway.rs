@@ -82,8 +82,10 @@ impl Receiver {
     }
 
     /// `q` on stdin: ffmpeg finishes the file and exits. Returns ffprobe's streams and
-    /// duration (`codec` lines, then the duration in seconds) and ffmpeg's errors.
-    async fn finish(mut self) -> (String, f64, String) {
+    /// duration (`codec` lines, then the duration in seconds), ffmpeg's errors, and how many
+    /// video frames ffprobe decodes (`-c copy` takes the codec from the SDP: decoding shows
+    /// the packets really are that codec).
+    async fn finish(mut self) -> (String, f64, String, u64) {
         self.ffmpeg.stdin.as_mut().unwrap().write_all(b"q").unwrap();
         let ffmpeg = self.ffmpeg;
         let done = tokio::task::spawn_blocking(move || ffmpeg.wait_with_output())
@@ -109,7 +111,26 @@ impl Receiver {
             .filter_map(|l| l.trim().parse().ok())
             .next_back()
             .unwrap_or(0.0);
-        (text, duration, stderr)
+        let count = Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-count_frames",
+                "-select_streams",
+                "v:0",
+                "-show_entries",
+                "stream=nb_read_frames",
+                "-of",
+                "csv=p=0",
+            ])
+            .arg(&self.out)
+            .output()
+            .unwrap();
+        let decoded = String::from_utf8_lossy(&count.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        (text, duration, stderr, decoded)
     }
 }
 
@@ -173,7 +194,12 @@ async fn ffmpeg_receives_a_forwarded_live_recording() {
         .await;
         let list: Vec<ForwardInfo> = serde_json::from_slice(&list).unwrap();
         assert!(list[0].packets > 200, "{list:?}");
-        let (text, duration, stderr) = receiver.finish().await;
+        let (text, duration, stderr, decoded) = receiver.finish().await;
+        // The fixture's 120 frames, but those before the first keyframe the forward sent.
+        assert!(
+            (100..=121).contains(&decoded),
+            "{video:?} as {video_out:?}: {decoded} frames decode\n{stderr}"
+        );
         let want = video_out.id();
         assert!(
             text.contains(want) && text.contains("opus"),
@@ -271,7 +297,12 @@ async fn ffmpeg_receives_a_forwarded_playback_of_stored_recordings() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(server.state.forwards.list(&info.session).is_empty());
-    let (text, duration, stderr) = receiver.finish().await;
+    let (text, duration, stderr, decoded) = receiver.finish().await;
+    // Both clips, 120 frames each, decode as H264 (the VP8 one transcoded).
+    assert!(
+        (230..=242).contains(&decoded),
+        "{decoded} frames decode as H264\n{stderr}"
+    );
     assert!(
         text.contains("h264") && text.contains("opus") && !text.contains("vp8"),
         "{text}\n{stderr}"

@@ -228,8 +228,36 @@ async fn live_viewers_get_the_recorders_packets_rewritten_and_end_with_it() {
     server.shutdown().await;
 }
 
+/// Every packet of both kinds, with its arrival, until `limit` passes.
+async fn media_packets(
+    events: &mut tokio::sync::mpsc::Receiver<pion_the_sky::rtc::PeerEvent>,
+    limit: Duration,
+) -> (
+    Vec<(std::time::Instant, media::rtp::RtpPacket)>,
+    Vec<(std::time::Instant, media::rtp::RtpPacket)>,
+) {
+    use pion_the_sky::rtc::PeerEvent;
+    let (mut video, mut audio) = (Vec::new(), Vec::new());
+    let deadline = tokio::time::Instant::now() + limit;
+    while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, events.recv()).await {
+        if let PeerEvent::Rtp {
+            kind,
+            packet,
+            arrival,
+        } = ev
+        {
+            match kind {
+                MediaKind::Video => video.push((arrival, packet)),
+                MediaKind::Audio => audio.push((arrival, packet)),
+            }
+        }
+    }
+    (video, audio)
+}
+
 /// A live viewer whose browser lacks the recording's codec watches it transcoded: two
-/// H264-only viewers of a VP8 push share one transcoder and decode every frame.
+/// H264-only viewers of a VP8 push share one transcoder and decode every frame, with the
+/// A/V offset and pace of a viewer watching the same push untranscoded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_viewers_without_the_codec_watch_it_transcoded() {
     let dir = tempfile::tempdir().unwrap();
@@ -243,32 +271,39 @@ async fn live_viewers_without_the_codec_watch_it_transcoded() {
     let path = format!("/whep/live/{session}");
     let (a, mut a_events, _) = view_with(&server, &path, h264_only()).await.expect("201");
     let (b, mut b_events, _) = view_with(&server, &path, h264_only()).await.expect("201");
-    // Both are subscribed once the server's side of their connections is up.
+    let (d, mut d_events, _) = view(&server, &path).await.expect("201");
+    // All are subscribed once the server's side of their connections is up: the recorder
+    // has the transcoder and the direct viewer.
     let channel = server.state.live.find(&session).expect("live");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while channel.transcoders() == 0 || channel.viewers() == 0 {
+    while channel.transcoders() == 0 || channel.viewers() < 2 {
         assert!(tokio::time::Instant::now() < deadline, "viewers subscribed");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(channel.transcoders(), 1, "one transcoder for both viewers");
+    assert_eq!(channel.viewers(), 2, "the transcoder and the direct viewer");
     let (v, a_frames) = fixture_frames(Codec::Vp8);
     let sent = v.len();
     let sender = async {
         send_media(&publisher, &v, &a_frames).await;
     };
-    let a_rx = video_packets(&mut a_events, usize::MAX, Duration::from_secs(7));
-    let b_rx = video_packets(&mut b_events, usize::MAX, Duration::from_secs(7));
-    let ((), a_got, b_got) = tokio::join!(sender, a_rx, b_rx);
-    for (who, got) in [("a", &a_got), ("b", &b_got)] {
+    let limit = Duration::from_secs(7);
+    let ((), a_got, b_got, d_got) = tokio::join!(
+        sender,
+        media_packets(&mut a_events, limit),
+        media_packets(&mut b_events, limit),
+        media_packets(&mut d_events, limit)
+    );
+    for (who, (video, _)) in [("a", &a_got), ("b", &b_got)] {
         assert!(
-            got.iter().all(|p| p.payload_type == 102),
+            video.iter().all(|(_, p)| p.payload_type == 102),
             "{who}: H264's PT"
         );
         let mut depack = media::depack::Depacketizer::new(Codec::H264);
         let mut decoder = codec::Decoder::new(Codec::H264).unwrap();
         let mut decoded = 0;
-        for p in got {
+        for (_, p) in video {
             depack.push(p.clone());
             while let Some(f) = depack.pop() {
                 if decoded == 0 {
@@ -282,9 +317,27 @@ async fn live_viewers_without_the_codec_watch_it_transcoded() {
         // Every frame but possibly the last (the depacketizer holds it until the next).
         assert!(decoded + 1 >= sent, "{who}: {decoded} of {sent} frames");
     }
+    // A/V sync and pace as for the direct viewer (the issue's +-40 ms and 0.01).
+    type Packets = Vec<(std::time::Instant, media::rtp::RtpPacket)>;
+    let av = |(video, audio): &(Packets, Packets)| {
+        let t0 = video[0].0.min(audio[0].0);
+        (median_offset(video, 90_000.0, t0) - median_offset(audio, 48_000.0, t0)) * 1000.0
+    };
+    let (direct_av, got_av) = (av(&d_got), av(&a_got));
+    eprintln!("live A/V offset {got_av:.1} ms transcoded, {direct_av:.1} ms direct");
+    assert!(
+        (got_av - direct_av).abs() <= 40.0,
+        "A/V offset {got_av:.1} ms transcoded, {direct_av:.1} ms direct"
+    );
+    let (direct_pace, got_pace) = (pace(&d_got.0, 90_000.0), pace(&a_got.0, 90_000.0));
+    eprintln!("live video pace {got_pace:.4} transcoded, {direct_pace:.4} direct");
+    assert!(
+        (got_pace - direct_pace).abs() <= 0.01,
+        "{got_pace} vs {direct_pace}"
+    );
     let (status, _) = request(&server, "DELETE", &location, vec![], "").await;
     assert_eq!(status, 200);
-    for c in [&publisher, &a, &b] {
+    for c in [&publisher, &a, &b, &d] {
         c.close().await;
     }
     server.shutdown().await;

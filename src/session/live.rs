@@ -136,6 +136,12 @@ impl Channel {
     /// Hands one packet to every viewer of this channel, without waiting (the recorder's, or
     /// a live transcoder's).
     pub(super) fn publish(&self, kind: MediaKind, packet: &RtpPacket) {
+        self.publish_marked(kind, packet, false);
+    }
+
+    /// [`publish`](Self::publish) of a packet that follows a gap of its kind (a live
+    /// transcoder passing on the recorder's audio after packets were dropped for it).
+    pub(super) fn publish_marked(&self, kind: MediaKind, packet: &RtpPacket, gap: bool) {
         if self.viewers() == 0 {
             return;
         }
@@ -155,8 +161,8 @@ impl Channel {
                     }
                     true
                 }
-                MediaKind::Video => false,
-                MediaKind::Audio => sub.audio_gap,
+                MediaKind::Video => gap,
+                MediaKind::Audio => sub.audio_gap || gap,
             };
             let item = LivePacket {
                 kind,

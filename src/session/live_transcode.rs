@@ -14,7 +14,7 @@
 //! recorder is asked only when the transcoder itself lost packets.
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use media::Codec;
@@ -31,11 +31,9 @@ impl Channel {
     /// Joins this recording's video in `codec`: its own packets when it is in that codec,
     /// else the shared transcoder's for `codec` (started for the first viewer that needs
     /// it). `Ok(None)` once the recording has ended; an error when the codecs cannot be
-    /// transcoded here.
-    pub fn subscribe_in(
-        self: &Arc<Self>,
-        codec: Codec,
-    ) -> Result<Option<Subscription>, codec::CodecError> {
+    /// transcoded here. Called from async code: making a decoder and a thread takes about a
+    /// millisecond, once per recording and codec.
+    pub fn subscribe_in(self: &Arc<Self>, codec: Codec) -> Result<Option<Subscription>, String> {
         if codec == self.video {
             return Ok(self.subscribe());
         }
@@ -47,8 +45,8 @@ impl Channel {
         {
             return Ok(Some(sub));
         }
-        let transcoder =
-            codec::Transcoder::new(self.video, codec, codec::EncoderConfig::default())?;
+        let transcoder = codec::Transcoder::new(self.video, codec, codec::EncoderConfig::default())
+            .map_err(|e| e.to_string())?;
         let Some(source) = self.subscribe() else {
             return Ok(None);
         };
@@ -62,25 +60,23 @@ impl Channel {
             return Ok(None);
         };
         transcoded.insert(codec, output.clone());
+        // Released before the spawn: a worker that cannot start is dropped there, and its
+        // `Drop` takes this lock to leave.
         drop(transcoded);
         let worker = Worker {
             recording: self.clone(),
             source,
             output,
             transcoder,
+            runtime: tokio::runtime::Handle::try_current().ok(),
         };
-        let spawned = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("live-transcode".into())
-            .spawn(move || worker.run());
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "cannot start a live transcoder");
-            // The worker (and with it the output channel) was dropped: forget it.
-            self.transcoded
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&codec);
-            return Ok(None);
-        }
+            .spawn(move || worker.run())
+            .map_err(|e| {
+                tracing::error!(error = %e, "cannot start a live transcoder");
+                format!("cannot start a transcoder: {e}")
+            })?;
         Ok(Some(first))
     }
 
@@ -93,34 +89,71 @@ impl Channel {
     }
 }
 
+/// How long the transcoder waits for a packet before it checks whether anyone still watches
+/// (a recorder that went quiet must not keep an unwatched transcoder alive).
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+
 struct Worker {
     recording: Arc<Channel>,
     source: Subscription,
     output: Arc<Channel>,
     transcoder: codec::Transcoder,
+    /// For a timed wait on the source (`None` outside a runtime: it waits untimed).
+    runtime: Option<tokio::runtime::Handle>,
+}
+
+/// What the transcoder's wait for the recorder's next packet gave.
+enum Next {
+    Packet(super::live::LivePacket),
+    Idle,
+    Ended,
 }
 
 impl Worker {
+    fn next(&mut self) -> Next {
+        match &self.runtime {
+            Some(rt) => {
+                let rx = &mut self.source.rx;
+                match rt.block_on(async { tokio::time::timeout(IDLE_CHECK, rx.recv()).await }) {
+                    Ok(Some(item)) => Next::Packet(item),
+                    Ok(None) => Next::Ended,
+                    Err(_) => Next::Idle,
+                }
+            }
+            None => match self.source.rx.blocking_recv() {
+                Some(item) => Next::Packet(item),
+                None => Next::Ended,
+            },
+        }
+    }
+
     fn run(mut self) {
         let from = self.recording.video;
         let to = self.output.video;
         tracing::info!(recording = %self.recording.recording, ?from, ?to, "live transcoder started");
+        // One depacketizer for the whole run: it keeps unwrapping timestamps across a drop
+        // (the encoder's clock never steps back), and a gap makes it wait for the keyframe
+        // the subscription resumes at.
         let mut depack = Depacketizer::new(from);
         let mut seq = crate::random::u16();
         let mut last_forced: Option<Instant> = None;
         let (mut frames_in, mut frames_out) = (0u64, 0u64);
-        // `blocking_recv` ends when the recorder closes its channel.
-        while let Some(item) = self.source.rx.blocking_recv() {
+        loop {
+            let item = match self.next() {
+                Next::Packet(item) => item,
+                Next::Idle if self.output.viewers() == 0 && self.leave_if_unwatched() => break,
+                Next::Idle => continue,
+                Next::Ended => break,
+            };
             if self.output.viewers() == 0 && self.leave_if_unwatched() {
                 break;
             }
             match item.kind {
-                MediaKind::Audio => self.output.publish(MediaKind::Audio, &item.packet),
+                MediaKind::Audio => {
+                    self.output
+                        .publish_marked(MediaKind::Audio, &item.packet, item.discontinuity)
+                }
                 MediaKind::Video => {
-                    if item.discontinuity {
-                        // Packets were dropped for us: start again from this keyframe.
-                        depack = Depacketizer::new(from);
-                    }
                     depack.push(item.packet);
                     while let Some(frame) = depack.pop() {
                         frames_in += 1;
@@ -151,8 +184,8 @@ impl Worker {
                 }
             }
         }
-        self.leave();
         tracing::info!(recording = %self.recording.recording, ?to, frames_in, frames_out, "live transcoder ended");
+        // `Drop` ends the output.
     }
 
     /// Leaves the recording's transcoders if nobody watches the output (checked under the
@@ -170,9 +203,13 @@ impl Worker {
         forget(&mut transcoded, &self.output);
         true
     }
+}
 
-    /// Ends the output: its viewers see their queues close.
-    fn leave(&self) {
+impl Drop for Worker {
+    /// However the worker ends (the recording ended, nobody watches, a panic, or it never
+    /// started), the output closes, its viewers see their queues end, and the recording
+    /// forgets it.
+    fn drop(&mut self) {
         let mut transcoded = self
             .recording
             .transcoded
@@ -366,17 +403,16 @@ mod tests {
             }
         }
         assert!(saw_key, "a keyframe after the viewer's request");
-        // Both leave: the transcoder ends at the next packet and leaves the recorder.
+        // Both leave: the transcoder ends and leaves the recorder, though the recorder sends
+        // nothing more (it checks for viewers while it waits).
         drop(a);
         drop(b);
-        let (kind, p) = &packets[packets.len() - 1];
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while channel.transcoders() > 0 || channel.viewers() > 0 {
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "the transcoder ended"
+                "the unwatched transcoder ended"
             );
-            publisher.publish(*kind, p);
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         // The recording ends: a transcoder's viewers see their queue close.

@@ -130,9 +130,10 @@ impl Rejection {
         let text = e.to_string();
         match e {
             E::NoSuchSession(_) => Rejection::NotFound(text),
-            E::NotAllowed(_) | E::BadHost(_) | E::BadPort(_) | E::Transcode(_) => {
-                Rejection::Unacceptable(text)
-            }
+            // Bad input as for the HTTP API (which checks the destination before it starts a
+            // session, so these are a safety net).
+            E::BadHost(_) | E::BadPort(_) => Rejection::BadOffer(text),
+            E::NotAllowed(_) | E::Transcode(_) => Rejection::Unacceptable(text),
             E::TooMany(_) => Rejection::Conflict(text),
             E::Socket(_) => Rejection::Internal(text),
         }

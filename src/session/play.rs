@@ -56,24 +56,9 @@ pub async fn run(
         .map(|(c, _)| c)
         .filter(|c| c.kind() == MediaKind::Video)
         .collect();
-    let reader = ReadAhead::spawn(
-        state.store.clone(),
-        playlist.clone(),
-        looping,
-        viewer_video,
-        state.transcodes.clone(),
-    );
-    let feed = match reader {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start a playback reader");
-            tell(
-                &out,
-                Event::Error("the server cannot start a playback reader".into()),
-            );
-            peer.close().await;
-            return EndReason::Error;
-        }
+    let Some(feed) = start_reader(&state, &playlist, looping, viewer_video, &out) else {
+        peer.close().await;
+        return EndReason::Error;
     };
     let mut playing = Playing {
         state: &state,
@@ -88,6 +73,35 @@ pub async fn run(
     peer.close().await;
     playing.conclude(ended);
     ended
+}
+
+/// Starts the playlist's reader thread (`viewer_video`: the codecs the receiver takes,
+/// preferred first); on failure tells the client and gives `None`.
+fn start_reader(
+    state: &AppState,
+    playlist: &[RecordingMeta],
+    looping: bool,
+    viewer_video: Vec<media::Codec>,
+    out: &Events,
+) -> Option<ReadAhead> {
+    let reader = ReadAhead::spawn(
+        state.store.clone(),
+        playlist.to_vec(),
+        looping,
+        viewer_video,
+        state.transcodes.clone(),
+    );
+    match reader {
+        Ok(feed) => Some(feed),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start a playback reader");
+            tell(
+                out,
+                Event::Error("the server cannot start a playback reader".into()),
+            );
+            None
+        }
+    }
 }
 
 /// Where a playback's packets go: a WebRTC viewer, or plain RTP to an existing media
@@ -171,15 +185,9 @@ pub async fn run_rtp(
     };
     tell(&out, Event::Forwarding(info.clone()));
     tracing::info!(clips = playlist.len(), looping, session = %registration.id, %to, ?video, "playback forward started");
-    let reader = ReadAhead::spawn(
-        state.store.clone(),
-        playlist.clone(),
-        looping,
-        vec![video],
-        state.transcodes.clone(),
-    );
+    let reader = start_reader(&state, &playlist, looping, vec![video], &out);
     let ended = match reader {
-        Ok(feed) => {
+        Some(feed) => {
             let mut playing = Playing {
                 state: &state,
                 peer: Sink::Rtp(&sink),
@@ -195,14 +203,7 @@ pub async fn run_rtp(
             playing.conclude(ended);
             ended
         }
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start a playback reader");
-            tell(
-                &out,
-                Event::Error("the server cannot start a playback reader".into()),
-            );
-            EndReason::Error
-        }
+        None => EndReason::Error,
     };
     state.forwards.detach(&registration.id, info.id);
     ended
@@ -718,6 +719,9 @@ impl Reader {
             .zip(self.viewer_video.first().copied())
             .filter(|(codec, _)| !self.viewer_video.contains(codec));
         let opened = match wants_transcode {
+            // Still in the store (joining a running transcode opens no file of its own): a
+            // recording deleted until now is not played, as without transcoding.
+            Some(_) if let Err(e) = store.get(&meta.id) => Err(e.to_string()),
             Some((from, to)) => match self.transcodes.open(meta, to, open_source) {
                 Ok(clip) => Ok(Clip::Transcoded(clip)),
                 Err(e) => {

@@ -16,6 +16,7 @@
 //! Hand-written because it is the application's sharing policy, not a codec's: the codec
 //! crate makes the frames, this decides who shares them.
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 
 use app::protocol::RecordingMeta;
@@ -28,14 +29,28 @@ use crate::store::{MediaSource, container_kind};
 /// ahead of its furthest reader.
 pub const AHEAD_FRAMES: usize = 160;
 /// The log keeps a clip from its start while it holds at most this (32 MiB: about four
-/// minutes of the encoder's 1 Mbit/s).
+/// minutes of the encoder's 1 Mbit/s)...
 pub const KEEP_BYTES: usize = 32 << 20;
+/// ...and while all jobs together hold at most this: past it, every job keeps only what its
+/// readers have not read yet (at most about [`AHEAD_FRAMES`] plus the spread between them).
+pub const KEEP_TOTAL_BYTES: usize = 256 << 20;
 
 /// The running jobs, by recording id and output codec; cheap to clone.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Transcodes {
     jobs: Arc<Mutex<HashMap<JobKey, Weak<Job>>>>,
     started: Arc<std::sync::atomic::AtomicU64>,
+    /// Bytes in every job's log.
+    kept: Arc<AtomicUsize>,
+    /// [`KEEP_BYTES`] and [`KEEP_TOTAL_BYTES`] (smaller in tests).
+    keep: usize,
+    keep_total: usize,
+}
+
+impl Default for Transcodes {
+    fn default() -> Self {
+        Transcodes::with_limits(KEEP_BYTES, KEEP_TOTAL_BYTES)
+    }
 }
 
 /// A job's recording id and output codec.
@@ -64,6 +79,10 @@ struct Log {
     next_reader: u64,
     /// Its thread stopped before the clip's end (no readers were left): nobody may join.
     closed: bool,
+    /// Every job's bytes together (`Transcodes::kept`).
+    total: Arc<AtomicUsize>,
+    keep: usize,
+    keep_total: usize,
 }
 
 impl Log {
@@ -71,9 +90,16 @@ impl Log {
         self.base + self.frames.len()
     }
 
-    /// Past [`KEEP_BYTES`]: drops what every reader has read.
+    fn push(&mut self, frame: Frame) {
+        self.bytes += frame.data.len();
+        self.total.fetch_add(frame.data.len(), Ordering::Relaxed);
+        self.frames.push_back(frame);
+    }
+
+    /// Past [`KEEP_BYTES`] (or [`KEEP_TOTAL_BYTES`] for all jobs): drops what every reader
+    /// has read.
     fn trim(&mut self) {
-        if self.bytes <= KEEP_BYTES {
+        if self.bytes <= self.keep && self.total.load(Ordering::Relaxed) <= self.keep_total {
             return;
         }
         let slowest = self.readers.values().copied().min().unwrap_or(0);
@@ -81,8 +107,15 @@ impl Log {
             && let Some(f) = self.frames.pop_front()
         {
             self.bytes -= f.data.len();
+            self.total.fetch_sub(f.data.len(), Ordering::Relaxed);
             self.base += 1;
         }
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        self.total.fetch_sub(self.bytes, Ordering::Relaxed);
     }
 }
 
@@ -161,6 +194,23 @@ impl Drop for SharedClip {
 }
 
 impl Transcodes {
+    /// Jobs that keep a clip's start while it holds at most `keep` bytes and all jobs hold
+    /// at most `keep_total`.
+    pub fn with_limits(keep: usize, keep_total: usize) -> Transcodes {
+        Transcodes {
+            jobs: Arc::default(),
+            started: Arc::default(),
+            kept: Arc::default(),
+            keep,
+            keep_total,
+        }
+    }
+
+    /// Bytes every job's log holds now.
+    pub fn kept_bytes(&self) -> usize {
+        self.kept.load(Ordering::Relaxed)
+    }
+
     /// Reads the clip `meta` with its video in `to`: joins the job that transcodes it now if
     /// one does and still has the clip's start, else opens the clip (`source`, called only
     /// then) and starts one.
@@ -216,6 +266,9 @@ impl Transcodes {
                 readers: HashMap::new(),
                 next_reader: 0,
                 closed: false,
+                total: self.kept.clone(),
+                keep: self.keep,
+                keep_total: self.keep_total,
             }),
             changed: Condvar::new(),
         });
@@ -227,15 +280,14 @@ impl Transcodes {
             .spawn(move || run(worker, frames, transcoder, name))
             .map_err(|e| format!("cannot start a transcoder: {e}"))?;
         jobs.insert(key, Arc::downgrade(&job));
-        self.started
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.started.fetch_add(1, Ordering::Relaxed);
         tracing::info!(%id, ?from, ?to, "transcoding a clip for viewers");
         Ok(clip)
     }
 
     /// Jobs started since the server started: one per recording and codec played at once.
     pub fn started(&self) -> u64 {
-        self.started.load(std::sync::atomic::Ordering::Relaxed)
+        self.started.load(Ordering::Relaxed)
     }
 
     /// Jobs running now (for tests and metrics).
@@ -251,9 +303,26 @@ impl Transcodes {
     }
 }
 
+/// However the job's thread ends (a panic too), its readers are not left waiting: a log
+/// without an end gets one.
+struct Ends(Arc<Job>);
+
+impl Drop for Ends {
+    fn drop(&mut self) {
+        let mut log = self.0.lock();
+        if log.end.is_none() {
+            log.end = Some(Err("the transcode stopped".into()));
+            log.closed = true;
+        }
+        drop(log);
+        self.0.changed.notify_all();
+    }
+}
+
 /// The job's thread: reads and transcodes the clip into the log, staying at most
 /// [`AHEAD_FRAMES`] ahead of its furthest reader, until the clip ends or no reader is left.
 fn run(job: Arc<Job>, mut frames: Frames, mut transcoder: codec::Transcoder, id: String) {
+    let _ends = Ends(job.clone());
     let (mut read, mut made) = (0u64, 0u64);
     let end = loop {
         {
@@ -292,8 +361,7 @@ fn run(job: Arc<Job>, mut frames: Frames, mut transcoder: codec::Transcoder, id:
         };
         made += 1;
         let mut log = job.lock();
-        log.bytes += frame.data.len();
-        log.frames.push_back(frame);
+        log.push(frame);
         log.trim();
         drop(log);
         job.changed.notify_all();
@@ -443,6 +511,39 @@ mod tests {
         let mut b = t.open_with("r1", Codec::H264, source(clip(3, 10))).unwrap();
         assert_eq!(read_all(&mut b).len(), 6);
         assert_eq!(t.started(), 2);
+    }
+
+    #[test]
+    fn past_the_total_budget_every_job_drops_what_was_read() {
+        // 1 MiB audio frames; each job alone is under `keep`, both together over the total.
+        let t = Transcodes::with_limits(64 << 20, 3 << 20);
+        let mut a = t
+            .open_with("r1", Codec::H264, source(clip(4, 1 << 20)))
+            .unwrap();
+        let mut b = t
+            .open_with("r2", Codec::H264, source(clip(4, 1 << 20)))
+            .unwrap();
+        for clip in [&mut a, &mut b] {
+            for _ in 0..6 {
+                clip.next_frame().unwrap().unwrap();
+            }
+        }
+        wait_for("both jobs made their clips", || {
+            a.job.lock().end.is_some() && b.job.lock().end.is_some()
+        });
+        a.next_frame().unwrap().unwrap();
+        b.next_frame().unwrap().unwrap();
+        for clip in [&a, &b] {
+            // Each alone holds 4 MiB, far under `keep`: the total made them drop.
+            assert!(clip.job.lock().base >= 6, "what its reader read is dropped");
+        }
+        assert!(t.kept_bytes() <= 3 << 20, "{} bytes kept", t.kept_bytes());
+        // A viewer who comes now cannot start from the dropped start: a job of its own.
+        let mut late = t.open_with("r1", Codec::H264, source(clip(1, 1))).unwrap();
+        assert_eq!(read_all(&mut late).len(), 2);
+        assert_eq!(t.started(), 3);
+        drop((a, b, late));
+        wait_for("every log's bytes are given back", || t.kept_bytes() == 0);
     }
 
     #[test]

@@ -563,3 +563,26 @@ pub async fn http_async(
         .await
         .unwrap()
 }
+
+/// Seconds from `t0` to each packet's arrival minus its media time (from its kind's first
+/// packet): the median is where that kind sits against the wall clock.
+pub fn median_offset(
+    packets: &[(std::time::Instant, media::rtp::RtpPacket)],
+    clock: f64,
+    t0: std::time::Instant,
+) -> f64 {
+    let ts0 = packets[0].1.timestamp;
+    let mut offsets: Vec<f64> = packets
+        .iter()
+        .map(|(at, p)| (*at - t0).as_secs_f64() - f64::from(p.timestamp.wrapping_sub(ts0)) / clock)
+        .collect();
+    offsets.sort_by(f64::total_cmp);
+    offsets[offsets.len() / 2]
+}
+
+/// Media seconds per wall second over a kind's packets.
+pub fn pace(packets: &[(std::time::Instant, media::rtp::RtpPacket)], clock: f64) -> f64 {
+    let (first, last) = (&packets[0], &packets[packets.len() - 1]);
+    let media = f64::from(last.1.timestamp.wrapping_sub(first.1.timestamp)) / clock;
+    media / (last.0 - first.0).as_secs_f64()
+}
