@@ -33,4 +33,7 @@ PION_BIN=target/debug/pion-the-sky interop/run.sh
 say "end-to-end (release build + Playwright)"
 E2E_DATA="$(mktemp -d)"
 trap 'rm -rf "$E2E_DATA"' EXIT
-PION_DATA_DIR="$E2E_DATA/h264" PION_ICE_IP=127.0.0.1 cargo leptos end-to-end --release
+# The main (H264) server puts every browser peer on one UDP port (--udp-port, the mux); the
+# config's other two servers use a port per peer: both media paths meet Chromium.
+E2E_UDP_PORT="$(python3 -c 'import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+PION_DATA_DIR="$E2E_DATA/h264" PION_ICE_IP=127.0.0.1 PION_UDP_PORT="$E2E_UDP_PORT" cargo leptos end-to-end --release

@@ -37,7 +37,7 @@ export default defineConfig({
   },
   webServer: [
     {
-      command: `../target/release/pion-the-sky -port=8083 -vcodec=vp8 --bind=127.0.0.1 --ice-ip=127.0.0.1 --site-root=../target/site --data-dir=${vp8Data}`,
+      command: `../target/release/pion-the-sky -port=8083 -vcodec=vp8 --bind=127.0.0.1 --ice-ip=127.0.0.1 --udp-port=0 --site-root=../target/site --data-dir=${vp8Data}`,
       url: "http://localhost:8083/healthz",
       reuseExistingServer: false,
       timeout: 60_000,
@@ -46,7 +46,7 @@ export default defineConfig({
     },
     // A server with an access token (access.spec.ts): loopback is not trusted with it.
     {
-      command: `../target/release/pion-the-sky -port=8084 -vcodec=vp8 --bind=127.0.0.1 --ice-ip=127.0.0.1 --site-root=../target/site --data-dir=${tokenData} --token=e2e-token`,
+      command: `../target/release/pion-the-sky -port=8084 -vcodec=vp8 --bind=127.0.0.1 --ice-ip=127.0.0.1 --udp-port=0 --site-root=../target/site --data-dir=${tokenData} --token=e2e-token`,
       url: "http://localhost:8084/healthz",
       reuseExistingServer: false,
       timeout: 60_000,

@@ -73,7 +73,11 @@ whep() {  # whep PATH NAME...: play PATH, check it against the named recordings
 }
 
 # --- ingest from two independent stacks, then playback ----------------------------------
-start_server
+# Through the UDP mux: every peer's media on one port (the token server below uses a port
+# per peer).
+udp_port=$("$py" -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+start_server --udp-port "$udp_port"
 say "ffmpeg WHIP push: H264 + Opus, $secs s"
 "$here/ffmpeg_whip.sh" "$base/whip?name=interop-ffmpeg" "$secs" 2>"$work/ffmpeg.log" ||
   { cat "$work/ffmpeg.log" >&2; fail "ffmpeg WHIP push failed"; }

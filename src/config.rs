@@ -82,8 +82,8 @@ pub struct Config {
     #[arg(long, env = "PION_ICE_IP", value_delimiter = ',')]
     pub ice_ip: Vec<IpAddr>,
 
-    /// First port of a 100-port UDP range for WebRTC media, one port per concurrent peer
-    /// (0 = an ephemeral port per peer).
+    /// The one UDP port every peer's WebRTC media uses, on each ICE address (0 = an
+    /// ephemeral port per peer). STUN/TURN servers are then not used by the server itself.
     #[arg(long, env = "PION_UDP_PORT", default_value_t = 0)]
     pub udp_port: u16,
 

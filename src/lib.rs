@@ -145,6 +145,7 @@ impl AppState {
             udp_port: config.udp_port,
             ice_servers: config.ice_server.clone(),
         })?;
+        rtc.bind_mux()?;
         for to in &config.forward_rtp {
             gateway::forward::check_destination(*to, &config.forward_allow)
                 .map_err(|e| format!("--forward-rtp {to}: {e}"))?;

@@ -246,3 +246,70 @@ async fn stop_overtaking_the_last_frame_keeps_it() {
     }
     server.shutdown().await;
 }
+
+/// `--udp-port N`: recording and playback through one UDP port for every peer (the
+/// answers' host candidates all name N), and a second server cannot start on that port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_udp_port_carries_recording_and_playback() {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let flag = format!("--udp-port={port}");
+    let server = TestServer::start(dir.path(), "vp8", &[&flag]).await;
+    let rec = record_fixture(&server, Codec::Vp8).await;
+    assert_eq!(rec.state, RecordingState::Complete);
+    // A viewer over WHEP: its answer names only the one port.
+    let (client, _events) = pion_the_sky::rtc::client::Client::view(Default::default())
+        .await
+        .unwrap();
+    let offer = client.offer().await.unwrap();
+    let (status, _, answer) = post(&server, "/whep", vec![SDP], offer.sdp).await;
+    assert_eq!(status, 201, "{answer}");
+    let ports: std::collections::BTreeSet<&str> = answer
+        .lines()
+        .filter(|l| l.starts_with("a=candidate:") && l.contains(" udp "))
+        .filter_map(|l| l.split(' ').nth(5))
+        .collect();
+    assert_eq!(
+        ports.into_iter().collect::<Vec<_>>(),
+        vec![port.to_string().as_str()],
+        "{answer}"
+    );
+    client.close().await;
+    // Two viewers at once over /ws play the recording through the same port.
+    let (a, b) = tokio::join!(
+        play_all_once(&server, Duration::from_secs(20)),
+        play_all_once(&server, Duration::from_secs(20))
+    );
+    for got in [&a, &b] {
+        let frames = got.video.iter().filter(|(_, p)| p.marker).count() as u64;
+        assert!(
+            frames + 2 >= rec.video_frames && !got.audio.is_empty(),
+            "{frames} of {} frames",
+            rec.video_frames
+        );
+    }
+    // The port is the server's: another one is refused at start, with why.
+    let other = tempfile::tempdir().unwrap();
+    let config = pion_the_sky::config::Config::parse_from_args([
+        "pion-the-sky".to_string(),
+        "--ice-ip=127.0.0.1".into(),
+        flag.clone(),
+        format!("--data-dir={}", other.path().display()),
+    ])
+    .unwrap();
+    let addr = "127.0.0.1:1".parse().unwrap();
+    let refused = pion_the_sky::AppState::new(
+        config,
+        pion_the_sky::leptos_options(std::path::Path::new("target/site"), addr),
+    );
+    let why = refused.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        why.contains(&format!("cannot listen on UDP 127.0.0.1:{port}")),
+        "{why}"
+    );
+    server.shutdown().await;
+}

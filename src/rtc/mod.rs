@@ -34,6 +34,7 @@
 //! dropped without `close()` keeps its driver task running, so our handles close on drop.
 //! [`Rtc::stats`] counts live connections and forwarding tasks.
 pub mod client;
+mod mux;
 mod peer;
 pub(crate) mod sdp;
 #[cfg(test)]
@@ -51,7 +52,7 @@ use webrtc::peer_connection::RTCSessionDescription;
 
 use peer::{Core, Net, Outgoing, lib};
 
-pub use peer::{EVENT_CHANNEL_CAPACITY, UDP_PORT_RANGE};
+pub use peer::EVENT_CHANNEL_CAPACITY;
 
 /// Network settings, filled from the command line.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -61,9 +62,9 @@ pub struct RtcSettings {
     pub ice_ips: Vec<IpAddr>,
     /// NAT 1:1: public IPs advertised in addition to each host candidate (same port).
     pub public_ips: Vec<IpAddr>,
-    /// 0 = an ephemeral UDP port per peer. Otherwise the first port of a range of
-    /// [`UDP_PORT_RANGE`] ports, one per concurrent peer: webrtc-rs 0.21 has no UDP mux, so
-    /// peers cannot share a single port.
+    /// 0 = an ephemeral UDP port per peer. Otherwise the one UDP port every peer's media
+    /// uses (`mux`: ICE demultiplexed by the STUN ufrag, then by remote address); STUN and
+    /// TURN servers are then not used by the server's peers.
     pub udp_port: u16,
     /// STUN/TURN URLs (`stun:host:port`, `turn:user:password@host:port?transport=udp`).
     pub ice_servers: Vec<String>,
@@ -280,6 +281,17 @@ impl Rtc {
         })
     }
 
+    /// With `udp_port`: binds the shared UDP port now (an error if it is taken). Call it
+    /// from within the runtime that should carry the port's reader.
+    pub fn bind_mux(&self) -> Result<(), RtcError> {
+        self.net.bind_mux()
+    }
+
+    /// Peers registered on the UDP mux (0 without one).
+    pub fn mux_peers(&self) -> usize {
+        self.net.mux.as_ref().map_or(0, |m| m.peers())
+    }
+
     /// Live peer connections and forwarding tasks of this `Rtc`.
     pub fn stats(&self) -> RtcStats {
         use std::sync::atomic::Ordering;
@@ -403,7 +415,10 @@ impl Rtc {
         between().await?;
         let answer = core.pc.create_answer(None).await.map_err(lib)?;
         core.pc.set_local_description(answer).await.map_err(lib)?;
-        let sdp = core.gathered_local_sdp().await?;
+        let mut sdp = core.gathered_local_sdp().await?;
+        if let Some(mux) = &self.net.mux {
+            sdp = mux::rewrite_candidate_ports(&sdp, mux.port());
+        }
         Ok(sdp::advertise_public_ips(&sdp, &self.net.public_ips))
     }
 }

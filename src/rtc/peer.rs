@@ -5,10 +5,10 @@
 //! Rule of the module: library callbacks (the [`Handler`], the remote-track polling tasks, the
 //! [`RtcpTap`] interceptor) only translate and forward into the session's `mpsc` channel. No
 //! decisions are taken there and no state is shared with the session except two atomics.
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ::rtc::interceptor::{Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
@@ -51,8 +51,6 @@ const NACK_TAP_SLOT: usize = 500;
 /// Non-trickle signaling: how long we wait for candidate gathering before answering with the
 /// candidates we have. Host candidates are immediate; this only bounds slow STUN/TURN servers.
 const GATHER_TIMEOUT: Duration = Duration::from_secs(3);
-/// `RtcSettings::udp_port` != 0: peers take ports from `udp_port .. udp_port + UDP_PORT_RANGE`.
-pub const UDP_PORT_RANGE: u16 = 100;
 
 /// Live-object counters, for metrics and for the leak test.
 #[derive(Debug, Default)]
@@ -87,25 +85,10 @@ pub(crate) struct Net {
     /// IPs to gather host candidates on; empty = every interface plus loopback.
     pub ice_ips: Vec<IpAddr>,
     pub public_ips: Vec<IpAddr>,
-    pub udp_port: u16,
     pub ice_servers: Vec<RTCIceServer>,
-    /// Ports held by our live peers when `udp_port` != 0.
-    pub ports: Arc<Mutex<HashSet<u16>>>,
+    /// `--udp-port N`: every peer's media on port N (`super::mux`).
+    pub mux: Option<Arc<super::mux::UdpMux>>,
     pub counters: Arc<Counters>,
-}
-
-/// A UDP port reserved for one peer; released when the library drops the peer's state.
-struct PortLease {
-    ports: Arc<Mutex<HashSet<u16>>>,
-    port: u16,
-}
-
-impl Drop for PortLease {
-    fn drop(&mut self) {
-        if let Ok(mut ports) = self.ports.lock() {
-            ports.remove(&self.port);
-        }
-    }
 }
 
 impl Net {
@@ -115,11 +98,6 @@ impl Net {
         udp_port: u16,
         ice_servers: &[String],
     ) -> Result<Net, RtcError> {
-        if udp_port != 0 && udp_port.checked_add(UDP_PORT_RANGE - 1).is_none() {
-            return Err(RtcError::Settings(format!(
-                "UDP port {udp_port} leaves no room for {UDP_PORT_RANGE} peer ports below 65536"
-            )));
-        }
         for ip in ice_ips.iter().chain(public_ips.iter()) {
             if ip.is_unspecified() || ip.is_multicast() {
                 return Err(RtcError::Settings(format!(
@@ -134,20 +112,15 @@ impl Net {
         Ok(Net {
             ice_ips,
             public_ips,
-            udp_port,
             ice_servers,
-            ports: Arc::default(),
+            mux: (udp_port != 0).then(|| super::mux::UdpMux::new(udp_port)),
             counters: Arc::default(),
         })
     }
 
-    /// The addresses one peer binds, and the port lease when ports are fixed.
-    ///
-    /// webrtc-rs 0.21 has no UDP mux (`SettingEngine::with_udp_network` is commented out in
-    /// `rtc`), and every peer's driver binds its own sockets, so one shared port is impossible.
-    /// A non-zero `udp_port` therefore means a range of [`UDP_PORT_RANGE`] ports, one per
-    /// concurrent peer, which a firewall can open as a block.
-    fn bind_addrs(&self) -> Result<(Vec<SocketAddr>, Option<PortLease>), RtcError> {
+    /// The addresses one peer binds (ephemeral ports: with the mux they are only
+    /// reservations that key the peer's sockets, see `super::mux`).
+    fn bind_addrs(&self) -> Vec<SocketAddr> {
         let ips: Vec<IpAddr> = if self.ice_ips.is_empty() {
             // The library expands 0.0.0.0 to every interface but skips loopback; add it so
             // same-host browsers and tests can connect.
@@ -158,44 +131,30 @@ impl Net {
         } else {
             self.ice_ips.clone()
         };
-        if self.udp_port == 0 {
-            return Ok((ips.iter().map(|ip| SocketAddr::new(*ip, 0)).collect(), None));
+        ips.iter().map(|ip| SocketAddr::new(*ip, 0)).collect()
+    }
+
+    /// With `--udp-port`: binds the shared port on the ICE addresses now (loopback when
+    /// none are given; other interfaces as peers gather on them), so that a port in use is
+    /// an error at start.
+    pub(crate) fn bind_mux(&self) -> Result<(), RtcError> {
+        let Some(mux) = &self.mux else {
+            return Ok(());
+        };
+        let ips = if self.ice_ips.is_empty() {
+            vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]
+        } else {
+            self.ice_ips.clone()
+        };
+        for ip in ips {
+            mux.bind(ip).map_err(|e| {
+                RtcError::Settings(format!(
+                    "cannot listen on UDP {}: {e}",
+                    SocketAddr::new(ip, mux.port())
+                ))
+            })?;
         }
-        let mut ports = self
-            .ports
-            .lock()
-            .map_err(|_| RtcError::Library("port table poisoned".into()))?;
-        let last = self.udp_port + (UDP_PORT_RANGE - 1);
-        for port in self.udp_port..=last {
-            if ports.contains(&port) {
-                continue;
-            }
-            // Probe: another process may hold the port. (0.0.0.0 covers every interface; with
-            // it and 127.0.0.1 both listed, probing the wildcard alone is enough.)
-            let probe_ips: Vec<IpAddr> = if self.ice_ips.is_empty() {
-                vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)]
-            } else {
-                ips.clone()
-            };
-            let free = probe_ips
-                .iter()
-                .map(|ip| UdpSocket::bind(SocketAddr::new(*ip, port)))
-                .collect::<Result<Vec<_>, _>>()
-                .is_ok();
-            if free {
-                ports.insert(port);
-                let lease = PortLease {
-                    ports: self.ports.clone(),
-                    port,
-                };
-                let addrs = ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
-                return Ok((addrs, Some(lease)));
-            }
-        }
-        Err(RtcError::NoFreePort {
-            first: self.udp_port,
-            last,
-        })
+        Ok(())
     }
 }
 
@@ -336,8 +295,7 @@ fn peer_state(state: RTCPeerConnectionState) -> Option<PeerState> {
 /// The library's event handler: translation and forwarding only.
 ///
 /// The library owns it (inside its `PeerConnectionRef`) and drops it only when the whole
-/// connection state is freed, which makes it the right owner of the live-peer counter and of
-/// the UDP port lease.
+/// connection state is freed, which makes it the right owner of the live-peer counter.
 struct Handler {
     events: mpsc::Sender<PeerEvent>,
     gathered: watch::Sender<bool>,
@@ -347,7 +305,6 @@ struct Handler {
     /// Last SSRC seen on the remote video track (0 = none yet), for `request_keyframe`.
     remote_video_ssrc: Arc<AtomicU32>,
     _live: Counted,
-    _port: Option<PortLease>,
 }
 
 #[async_trait::async_trait]
@@ -630,7 +587,7 @@ impl Core {
                     write: VecDeque::new(),
                 },
             );
-        let (addrs, lease) = net.bind_addrs()?;
+        let addrs = net.bind_addrs();
         let (gathered_tx, gathered) = watch::channel(false);
         let (state_tx, state) = watch::channel(PeerState::Connecting);
         let remote_video_ssrc = Arc::new(AtomicU32::new(0));
@@ -642,12 +599,22 @@ impl Core {
             counters: net.counters.clone(),
             remote_video_ssrc: remote_video_ssrc.clone(),
             _live: Counted::new(&net.counters, |c| &c.peers),
-            _port: lease,
         };
         // mDNS is off: the gatherer would bind a multicast socket per peer, and browsers'
         // `.local` candidates are not needed — the server's candidates are real addresses, so
         // the browser's checks arrive and become peer-reflexive candidates.
-        let settings = SettingEngineBuilder::new()
+        // With the UDP mux the peer's ICE credentials are ours to choose: the mux routes
+        // STUN by the ufrag (`super::mux`).
+        let random = |n| {
+            crate::random::hex(n)
+                .map_err(|e| RtcError::Library(format!("no randomness for ICE credentials: {e}")))
+        };
+        let ufrag = random(8)?;
+        let mut settings = SettingEngineBuilder::new();
+        if net.mux.is_some() {
+            settings = settings.with_ice_credentials(ufrag.clone(), random(16)?);
+        }
+        let settings = settings
             .with_multicast_dns_mode(::rtc::ice::mdns::MulticastDnsMode::Disabled)
             // Connectivity checks every 20 ms instead of 200 ms (same 1.4 s budget): the
             // default makes every connection take ~200 ms, which is most of the time from PLAY
@@ -658,10 +625,23 @@ impl Core {
                 DtlsAnswerRole::Client => ::rtc::peer_connection::transport::RTCDtlsRole::Client,
             })
             .build();
+        // STUN/TURN servers are not used with the mux: every peer would reach them from the
+        // same address and port, and their answers could not be told apart.
+        let ice_servers = match net.mux {
+            Some(_) => Vec::new(),
+            None => net.ice_servers.clone(),
+        };
         let config = RTCConfigurationBuilder::new()
-            .with_ice_servers(net.ice_servers.clone())
+            .with_ice_servers(ice_servers)
             .build();
-        let pc = PeerConnectionBuilder::new()
+        let mut builder = PeerConnectionBuilder::new();
+        if let Some(mux) = &net.mux {
+            builder = builder.with_runtime(Arc::new(super::mux::MuxRuntime {
+                mux: mux.clone(),
+                ufrag,
+            }));
+        }
+        let pc = builder
             .with_configuration(config)
             .with_setting_engine(settings)
             .with_media_engine(engine)

@@ -691,10 +691,6 @@ fn settings_are_validated() {
             ice_ips: vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)],
             ..Default::default()
         },
-        RtcSettings {
-            udp_port: 65500,
-            ..Default::default()
-        },
     ];
     for settings in bad {
         let err = Rtc::new(settings.clone()).expect_err(&format!("{settings:?}"));
@@ -715,44 +711,89 @@ fn settings_are_validated() {
     .unwrap();
 }
 
+/// `--udp-port N`: twenty peers' media on one port (every host candidate names it, the
+/// public-IP twins too), each peer gets exactly its own client's packets, and closing them
+/// empties the mux.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fixed_udp_port_range_and_public_ips() {
-    let first = 47_310;
+async fn twenty_peers_share_one_udp_port_and_each_gets_only_its_own_packets() {
+    let port = std::net::UdpSocket::bind((LOOPBACK, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let rtc = Rtc::new(RtcSettings {
         ice_ips: vec![LOOPBACK],
         public_ips: vec!["203.0.113.7".parse().unwrap()],
-        udp_port: first,
+        udp_port: port,
         ice_servers: vec![],
     })
     .unwrap();
-    let a = connect_recorder(&rtc, RecordOptions::default(), Codec::Vp8).await;
-    let b = connect_recorder(&rtc, RecordOptions::default(), Codec::Vp8).await;
-    let port_of = |sdp: &str, ip: &str| -> Vec<u16> {
+    rtc.bind_mux().unwrap();
+    assert!(
+        std::net::UdpSocket::bind((LOOPBACK, port)).is_err(),
+        "the mux holds the port"
+    );
+    let ports_of = |sdp: &str, ip: &str| -> Vec<u16> {
         sdp.lines()
-            .filter(|l| l.starts_with("a=candidate:") && l.contains(&format!(" 1 udp ")))
+            .filter(|l| l.starts_with("a=candidate:") && l.contains(" 1 udp "))
             .filter(|l| l.contains(&format!(" {ip} ")))
             .filter_map(|l| l.split(' ').nth(5)?.parse().ok())
             .collect::<std::collections::BTreeSet<u16>>()
             .into_iter()
             .collect()
     };
-    let pa = port_of(&a.answer.sdp, "127.0.0.1");
-    let pb = port_of(&b.answer.sdp, "127.0.0.1");
-    assert_eq!(pa.len(), 1, "{}", a.answer.sdp);
-    assert!(pa[0] >= first && pa[0] < first + UDP_PORT_RANGE, "{pa:?}");
-    assert!(
-        pb[0] >= first && pb[0] < first + UDP_PORT_RANGE && pb != pa,
-        "{pb:?}"
-    );
-    assert_eq!(
-        port_of(&a.answer.sdp, "203.0.113.7"),
-        pa,
-        "{}",
-        a.answer.sdp
-    );
-    for pair in [a, b] {
+    let mut pairs = Vec::new();
+    for _ in 0..20 {
+        let pair = connect_recorder(&rtc, RecordOptions::default(), Codec::Vp8).await;
+        assert_eq!(ports_of(&pair.answer.sdp, "127.0.0.1"), vec![port]);
+        assert_eq!(ports_of(&pair.answer.sdp, "203.0.113.7"), vec![port]);
+        pairs.push(pair);
+    }
+    assert_eq!(rtc.mux_peers(), 20);
+    // Every client sends 30 packets at once; every server peer must see exactly its own.
+    let senders = pairs.iter().map(|pair| async {
+        let ssrc = pair.client.ssrc(MediaKind::Video);
+        for seq in 0..30u16 {
+            let p = packet(
+                96,
+                seq,
+                u32::from(seq) * 3000,
+                ssrc,
+                true,
+                &vp8_payload(seq),
+            );
+            pair.client.send(MediaKind::Video, &p).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    futures::future::join_all(senders).await;
+    for (i, pair) in pairs.iter_mut().enumerate() {
+        let ssrc = pair.client.ssrc(MediaKind::Video);
+        let mut got = std::collections::BTreeSet::new();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while got.len() < 30 {
+            let ev = tokio::time::timeout_at(deadline, pair.events.recv())
+                .await
+                .unwrap_or_else(|_| panic!("peer {i}: {} of 30 packets", got.len()))
+                .expect("events");
+            if let PeerEvent::Rtp { packet, .. } = ev {
+                assert_eq!(packet.ssrc, ssrc, "peer {i} got another peer's packet");
+                got.insert(packet.sequence_number);
+            }
+        }
+    }
+    for pair in pairs {
         pair.peer.close().await;
         pair.client.close().await;
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while rtc.mux_peers() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} left",
+            rtc.mux_peers()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

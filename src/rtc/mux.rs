@@ -1,0 +1,514 @@
+//! One UDP port for every peer (`--udp-port N`), as pion's UDPMux and Janus, mediasoup and
+//! LiveKit offer: a firewall opens one port, not a range.
+//!
+//! Hand-written because webrtc-rs 0.21 has none (`SettingEngine::with_udp_network` is
+//! commented out in `rtc`, and the older crates' `UDPMuxDefault` is gone) and its driver
+//! binds a socket per peer. What we plug in instead is its `Runtime` trait: each peer gets a
+//! [`MuxRuntime`] whose `wrap_udp_socket` keeps the peer's own socket only as a reservation
+//! (the driver keys the peer's candidate and its packets by that socket's address) and hands
+//! the driver a [`MuxSocket`] that sends and receives through the one shared socket for that
+//! IP at port N. The shared socket's reader demultiplexes what arrives:
+//!
+//! 1. a STUN message whose USERNAME starts with a peer's ICE ufrag (we choose each peer's
+//!    credentials, so the ufrag is known before the first packet) goes to that peer, and its
+//!    source address is learned for it;
+//! 2. anything else goes to the peer that owns its source address (learned from STUN, and
+//!    from the peer's own sends, so answers to its checks find it); the rest is dropped.
+//!
+//! An address, once owned by a live peer, is never taken by another. The answer's host
+//! candidates name the reservation's port; [`rewrite_candidate_ports`] makes them name N.
+//! STUN and TURN servers are not used in this mode (all peers would share one 5-tuple towards
+//! them); `--public-ip` gives the server's public address instead.
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, IoSliceMut};
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use webrtc::runtime::{
+    AsyncInterval, AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, JoinHandle, RecvMeta, Runtime,
+    TokioRuntime, Transmit,
+};
+
+/// Datagrams queued for one peer's socket before the shared reader drops (about 0.3 s of a
+/// 2.5 Mbit/s stream: a driver that does not read must not hold the others up).
+const INBOX_PACKETS: usize = 256;
+/// Largest datagram read (as the driver's own sockets without GRO).
+const MAX_DATAGRAM: usize = 1500;
+/// STUN's magic cookie (RFC 5389) and its USERNAME attribute.
+const STUN_MAGIC: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
+const STUN_USERNAME: u16 = 0x0006;
+
+/// The shared sockets of one port, and who gets what arrives on them.
+#[derive(Debug)]
+pub(crate) struct UdpMux {
+    port: u16,
+    /// Shared sockets and their reader tasks live on this runtime (the one that bound the
+    /// first: the server's, at start).
+    handle: std::sync::OnceLock<tokio::runtime::Handle>,
+    shared: Mutex<Vec<Arc<Shared>>>,
+    routes: Mutex<Routes>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    ip: IpAddr,
+    socket: tokio::net::UdpSocket,
+}
+
+#[derive(Debug, Default)]
+struct Routes {
+    /// (local ufrag, shared socket IP) -> the peer's socket on it.
+    by_ufrag: HashMap<(String, IpAddr), Weak<Inbox>>,
+    /// (shared socket IP, remote address) -> the peer that owns the address.
+    by_remote: HashMap<(IpAddr, SocketAddr), Weak<Inbox>>,
+}
+
+/// What arrived for one peer's socket.
+#[derive(Debug, Default)]
+struct Inbox {
+    queue: Mutex<VecDeque<(Vec<u8>, SocketAddr)>>,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl Inbox {
+    fn push(&self, data: Vec<u8>, from: SocketAddr) {
+        {
+            let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+            if queue.len() >= INBOX_PACKETS {
+                return;
+            }
+            queue.push_back((data, from));
+        }
+        if let Some(waker) = self.waker.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            waker.wake();
+        }
+    }
+}
+
+impl UdpMux {
+    /// A mux on `port`; sockets are bound as peers need them (one per local IP), or at
+    /// start with [`bind`](Self::bind).
+    pub(crate) fn new(port: u16) -> Arc<UdpMux> {
+        Arc::new(UdpMux {
+            port,
+            handle: std::sync::OnceLock::new(),
+            shared: Mutex::default(),
+            routes: Mutex::default(),
+        })
+    }
+
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Binds `ip:port` now (at start, so that a port in use is an error then, not at the
+    /// first peer).
+    pub(crate) fn bind(self: &Arc<Self>, ip: IpAddr) -> io::Result<()> {
+        self.shared_for(ip).map(|_| ())
+    }
+
+    fn lock_routes(&self) -> std::sync::MutexGuard<'_, Routes> {
+        self.routes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The shared socket for `ip`, bound (and its reader started) the first time.
+    fn shared_for(self: &Arc<Self>, ip: IpAddr) -> io::Result<Arc<Shared>> {
+        let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = shared.iter().find(|s| s.ip == ip) {
+            return Ok(s.clone());
+        }
+        let handle = match self.handle.get() {
+            Some(h) => h.clone(),
+            None => {
+                let h = tokio::runtime::Handle::try_current().map_err(|e| {
+                    io::Error::other(format!("the UDP mux needs a tokio runtime: {e}"))
+                })?;
+                self.handle.get_or_init(|| h).clone()
+            }
+        };
+        let std = std::net::UdpSocket::bind(SocketAddr::new(ip, self.port))?;
+        std.set_nonblocking(true)?;
+        let socket = {
+            let _runtime = handle.enter();
+            tokio::net::UdpSocket::from_std(std)?
+        };
+        let s = Arc::new(Shared { ip, socket });
+        shared.push(s.clone());
+        let (mux, reader) = (Arc::downgrade(self), s.clone());
+        handle.spawn(read_loop(mux, reader));
+        tracing::info!(addr = %SocketAddr::new(ip, self.port), "UDP mux listening");
+        Ok(s)
+    }
+
+    /// Where a datagram that arrived on `ip`'s socket from `from` goes.
+    fn route(&self, ip: IpAddr, from: SocketAddr, data: &[u8]) -> Option<Arc<Inbox>> {
+        let mut routes = self.lock_routes();
+        if let Some(ufrag) = stun_local_ufrag(data)
+            && let Some(inbox) = routes
+                .by_ufrag
+                .get(&(ufrag.to_owned(), ip))
+                .and_then(Weak::upgrade)
+        {
+            learn(&mut routes, ip, from, &inbox);
+            return Some(inbox);
+        }
+        routes.by_remote.get(&(ip, from)).and_then(Weak::upgrade)
+    }
+
+    /// Peer sockets registered now (for tests and metrics).
+    pub(crate) fn peers(&self) -> usize {
+        self.lock_routes()
+            .by_ufrag
+            .values()
+            .filter(|w| w.strong_count() > 0)
+            .count()
+    }
+}
+
+/// Gives `from` to `inbox` unless another live peer owns it.
+fn learn(routes: &mut Routes, ip: IpAddr, from: SocketAddr, inbox: &Arc<Inbox>) {
+    let owner = routes.by_remote.entry((ip, from)).or_default();
+    match owner.upgrade() {
+        Some(current) if !Arc::ptr_eq(&current, inbox) => {}
+        Some(_) => {}
+        None => *owner = Arc::downgrade(inbox),
+    }
+}
+
+async fn read_loop(mux: Weak<UdpMux>, shared: Arc<Shared>) {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        let (len, from) = match shared.socket.recv_from(&mut buf).await {
+            Ok(x) => x,
+            // ICMP errors for earlier sends surface here on Linux: not the socket's end.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionRefused
+                        | io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::Interrupted
+                        | io::ErrorKind::WouldBlock
+                ) =>
+            {
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, ip = %shared.ip, "UDP mux socket failed");
+                return;
+            }
+        };
+        let Some(mux) = mux.upgrade() else { return };
+        let data = &buf[..len];
+        match mux.route(shared.ip, from, data) {
+            Some(inbox) => inbox.push(data.to_vec(), from),
+            None => tracing::trace!(%from, len, "UDP mux: a datagram for no peer, dropped"),
+        }
+    }
+}
+
+/// The local ufrag of a STUN message's USERNAME (`"<ours>:<theirs>"`), if `data` is one.
+/// Only routing needs it; the ICE agent checks the message itself (integrity included).
+fn stun_local_ufrag(data: &[u8]) -> Option<&str> {
+    // Header: type (first two bits 0), length, magic cookie, transaction id.
+    if data.len() < 20 || data[0] & 0xc0 != 0 || data[4..8] != STUN_MAGIC {
+        return None;
+    }
+    let body_len = usize::from(u16::from_be_bytes([data[2], data[3]]));
+    let body = data.get(20..20 + body_len)?;
+    let mut at = 0;
+    while at + 4 <= body.len() {
+        let kind = u16::from_be_bytes([body[at], body[at + 1]]);
+        let len = usize::from(u16::from_be_bytes([body[at + 2], body[at + 3]]));
+        let value = body.get(at + 4..at + 4 + len)?;
+        if kind == STUN_USERNAME {
+            let username = std::str::from_utf8(value).ok()?;
+            return username.split(':').next().filter(|u| !u.is_empty());
+        }
+        // Values are padded to 4 bytes.
+        at += 4 + len.div_ceil(4) * 4;
+    }
+    None
+}
+
+/// One peer's socket on the mux: what the driver reads and writes.
+#[derive(Debug)]
+pub(crate) struct MuxSocket {
+    /// The peer's own socket's address: the driver's key for this socket.
+    key: SocketAddr,
+    /// Kept open so that no other socket takes the key's port while the peer lives.
+    _reservation: std::net::UdpSocket,
+    shared: Arc<Shared>,
+    inbox: Arc<Inbox>,
+    mux: Arc<UdpMux>,
+    ufrag: String,
+}
+
+impl AsyncUdpSocket for MuxSocket {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.key)
+    }
+
+    fn poll_send(&self, cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
+        let to = transmit.destination;
+        {
+            // Answers to our own checks carry no USERNAME: they find us by address.
+            let mut routes = self.mux.lock_routes();
+            let known = routes
+                .by_remote
+                .get(&(self.shared.ip, to))
+                .and_then(Weak::upgrade)
+                .is_some_and(|owner| Arc::ptr_eq(&owner, &self.inbox));
+            if !known {
+                learn(&mut routes, self.shared.ip, to, &self.inbox);
+            }
+        }
+        // Never `Pending`: every peer sends on this socket and tokio keeps one write waker
+        // per socket, so a peer left waiting might not be woken. A datagram the kernel has
+        // no room for is dropped, as the network would.
+        let _ = cx;
+        match self.shared.socket.try_send_to(transmit.contents, to) {
+            Ok(n) => Poll::Ready(Ok(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                Poll::Ready(Ok(transmit.contents.len()))
+            }
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        let (Some(buf), Some(m)) = (bufs.first_mut(), meta.first_mut()) else {
+            return Poll::Ready(Ok(0));
+        };
+        let mut queue = self.inbox.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((data, from)) = queue.pop_front() else {
+            // Registered under the queue's lock: a push after this wakes us.
+            *self.inbox.waker.lock().unwrap_or_else(|p| p.into_inner()) = Some(cx.waker().clone());
+            return Poll::Pending;
+        };
+        drop(queue);
+        let len = data.len().min(buf.len());
+        buf[..len].copy_from_slice(&data[..len]);
+        let mut received = RecvMeta::default();
+        received.addr = from;
+        received.len = len;
+        received.stride = len.max(1);
+        *m = received;
+        Poll::Ready(Ok(1))
+    }
+}
+
+impl Drop for MuxSocket {
+    fn drop(&mut self) {
+        let mut routes = self.mux.lock_routes();
+        let key = (self.ufrag.clone(), self.shared.ip);
+        if routes
+            .by_ufrag
+            .get(&key)
+            .is_some_and(|w| w.as_ptr() == Arc::as_ptr(&self.inbox))
+        {
+            routes.by_ufrag.remove(&key);
+        }
+        let me = Arc::as_ptr(&self.inbox);
+        routes
+            .by_remote
+            .retain(|_, w| w.as_ptr() != me && w.strong_count() > 0);
+    }
+}
+
+/// One peer's runtime: tokio's, except that its sockets are the mux's.
+#[derive(Debug)]
+pub(crate) struct MuxRuntime {
+    pub(crate) mux: Arc<UdpMux>,
+    /// The peer's ICE ufrag (its STUN requests to us carry it).
+    pub(crate) ufrag: String,
+}
+
+impl Runtime for MuxRuntime {
+    fn spawn(&self, future: Pin<Box<dyn Future<Output = ()> + Send>>) -> Box<dyn JoinHandle> {
+        TokioRuntime.spawn(future)
+    }
+
+    fn spawn_reactor(
+        &self,
+        reactor_pool_size: usize,
+        future: Pin<Box<dyn Future<Output = ()> + Send>>,
+    ) -> Box<dyn JoinHandle> {
+        TokioRuntime.spawn_reactor(reactor_pool_size, future)
+    }
+
+    fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
+        let key = socket.local_addr()?;
+        let shared = self.mux.shared_for(key.ip())?;
+        let inbox = Arc::new(Inbox::default());
+        self.mux
+            .lock_routes()
+            .by_ufrag
+            .insert((self.ufrag.clone(), key.ip()), Arc::downgrade(&inbox));
+        Ok(Arc::new(MuxSocket {
+            key,
+            _reservation: socket,
+            shared,
+            inbox,
+            mux: self.mux.clone(),
+            ufrag: self.ufrag.clone(),
+        }))
+    }
+
+    fn wrap_tcp_listener(
+        &self,
+        listener: std::net::TcpListener,
+    ) -> io::Result<Arc<dyn AsyncTcpListener>> {
+        TokioRuntime.wrap_tcp_listener(listener)
+    }
+
+    fn connect_tcp<'a>(
+        &'a self,
+        remote_addr: SocketAddr,
+    ) -> Pin<Box<dyn Future<Output = io::Result<Arc<dyn AsyncTcpStream>>> + Send + 'a>> {
+        Box::pin(async move { TokioRuntime.connect_tcp(remote_addr).await })
+    }
+
+    fn resolve_host<'a>(
+        &'a self,
+        host: &'a str,
+    ) -> Pin<Box<dyn Future<Output = io::Result<Vec<SocketAddr>>> + Send + 'a>> {
+        Box::pin(async move { TokioRuntime.resolve_host(host).await })
+    }
+
+    fn now(&self) -> Instant {
+        TokioRuntime.now()
+    }
+
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        TokioRuntime.sleep(duration)
+    }
+
+    fn interval(&self, period: Duration) -> Box<dyn AsyncInterval> {
+        TokioRuntime.interval(period)
+    }
+
+    fn block_on(&self, future: Pin<Box<dyn Future<Output = ()> + '_>>) {
+        TokioRuntime.block_on(future)
+    }
+
+    fn yield_now(&self) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        TokioRuntime.yield_now()
+    }
+
+    fn name(&self) -> &'static str {
+        "tokio+udp-mux"
+    }
+}
+
+/// The SDP with every host candidate's port replaced by `port` (the reservation ports the
+/// driver gathered are not where the mux listens).
+pub(crate) fn rewrite_candidate_ports(sdp: &str, port: u16) -> String {
+    let eol = if sdp.contains("\r\n") { "\r\n" } else { "\n" };
+    let mut out = String::with_capacity(sdp.len());
+    for line in sdp.split(eol) {
+        if line.is_empty() {
+            continue;
+        }
+        out.push_str(&rewrite_candidate_line(line, port));
+        out.push_str(eol);
+    }
+    out
+}
+
+/// One line: `a=candidate:` foundation component transport priority address port typ host...
+fn rewrite_candidate_line(line: &str, port: u16) -> String {
+    let Some(rest) = line.strip_prefix("a=candidate:") else {
+        return line.to_owned();
+    };
+    let mut fields: Vec<&str> = rest.split(' ').collect();
+    if fields.len() < 8
+        || !fields[2].eq_ignore_ascii_case("udp")
+        || fields[6] != "typ"
+        || fields[7] != "host"
+    {
+        return line.to_owned();
+    }
+    let port = port.to_string();
+    fields[5] = &port;
+    format!("a=candidate:{}", fields.join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stun(username: Option<&str>, extra_before: bool) -> Vec<u8> {
+        let mut body = Vec::new();
+        if extra_before {
+            // PRIORITY (4 bytes) before USERNAME.
+            body.extend_from_slice(&[0x00, 0x24, 0x00, 0x04, 1, 2, 3, 4]);
+        }
+        if let Some(u) = username {
+            body.extend_from_slice(&STUN_USERNAME.to_be_bytes());
+            body.extend_from_slice(&(u.len() as u16).to_be_bytes());
+            body.extend_from_slice(u.as_bytes());
+            while body.len() % 4 != 0 {
+                body.push(0);
+            }
+        }
+        let mut m = vec![0x00, 0x01];
+        m.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        m.extend_from_slice(&STUN_MAGIC);
+        m.extend_from_slice(&[7; 12]);
+        m.extend_from_slice(&body);
+        m
+    }
+
+    #[test]
+    fn stun_usernames_route_and_everything_else_does_not() {
+        let mut truncated = stun(Some("abcd:efgh"), false);
+        truncated.truncate(26);
+        let mut rtp = stun(Some("abcd:efgh"), false);
+        rtp[0] = 0x80;
+        let mut no_cookie = stun(Some("abcd:efgh"), false);
+        no_cookie[4] = 0;
+        let cases: &[(&str, Vec<u8>, Option<&str>)] = &[
+            ("request", stun(Some("abcd:efgh"), false), Some("abcd")),
+            (
+                "after another attribute",
+                stun(Some("xyz1:q"), true),
+                Some("xyz1"),
+            ),
+            (
+                "odd length (padded)",
+                stun(Some("abc:de"), false),
+                Some("abc"),
+            ),
+            ("no username (a response)", stun(None, true), None),
+            ("empty local part", stun(Some(":efgh"), false), None),
+            ("truncated", truncated, None),
+            ("RTP/DTLS first byte", rtp, None),
+            ("no magic cookie", no_cookie, None),
+            ("short", vec![0; 10], None),
+        ];
+        for (what, data, want) in cases {
+            assert_eq!(stun_local_ufrag(data), *want, "{what}");
+        }
+    }
+
+    #[test]
+    fn host_candidates_name_the_mux_port() {
+        let sdp = "v=0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 51234 typ host\r\n\
+                   a=candidate:2 1 udp 1694498815 203.0.113.7 51234 typ srflx raddr 0.0.0.0 rport 0\r\n\
+                   a=candidate:3 1 tcp 2130706431 127.0.0.1 9 typ host tcptype active\r\n\
+                   a=end-of-candidates\r\n";
+        let out = rewrite_candidate_ports(sdp, 5000);
+        assert!(out.contains("a=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\n"));
+        assert!(out.contains(" 203.0.113.7 51234 typ srflx"), "{out}");
+        assert!(out.contains(" 127.0.0.1 9 typ host tcptype"), "{out}");
+        assert!(out.ends_with("a=end-of-candidates\r\n"));
+    }
+}
