@@ -9,14 +9,17 @@
 //! the driver a [`MuxSocket`] that sends and receives through the one shared socket for that
 //! IP at port N. The shared socket's reader demultiplexes what arrives:
 //!
-//! 1. a STUN message whose USERNAME starts with a peer's ICE ufrag (we choose each peer's
-//!    credentials, so the ufrag is known before the first packet) goes to that peer, and its
-//!    source address is learned for it;
-//! 2. anything else goes to the peer that owns its source address (learned from STUN, and
-//!    from the peer's own sends, so answers to its checks find it); the rest is dropped.
+//! 1. a STUN request whose USERNAME starts with a peer's ICE ufrag (we choose each peer's
+//!    credentials, so they are known before the first packet) goes to that peer; if its
+//!    MESSAGE-INTEGRITY verifies with the peer's password, its source address becomes the
+//!    peer's (the newest verified claim wins, as in pion's UDPMux: a client that reconnects
+//!    from the same NAT mapping moves with it);
+//! 2. a STUN response goes to the peer that sent the request (by transaction id);
+//! 3. anything else goes to the peer that owns its source address; the rest is dropped.
 //!
-//! An address, once owned by a live peer, is never taken by another. The answer's host
-//! candidates name the reservation's port; [`rewrite_candidate_ports`] makes them name N.
+//! So only a sender that knows a peer's ICE password can claim an address for it, and no
+//! peer can take another's address by sending to it. The answer's host candidates name the
+//! reservation's port; [`rewrite_candidate_ports`] makes them name N.
 //! STUN and TURN servers are not used in this mode (all peers would share one 5-tuple towards
 //! them); `--public-ip` gives the server's public address instead.
 use std::collections::{HashMap, VecDeque};
@@ -35,11 +38,18 @@ use webrtc::runtime::{
 /// Datagrams queued for one peer's socket before the shared reader drops (about 0.3 s of a
 /// 2.5 Mbit/s stream: a driver that does not read must not hold the others up).
 const INBOX_PACKETS: usize = 256;
-/// Largest datagram read (as the driver's own sockets without GRO).
-const MAX_DATAGRAM: usize = 1500;
-/// STUN's magic cookie (RFC 5389) and its USERNAME attribute.
+/// Largest datagram read (the driver's own receive buffer is 2000 bytes).
+const MAX_DATAGRAM: usize = 2048;
+/// Kernel buffers of a shared socket (it carries every peer's traffic).
+const SOCKET_BUFFER_BYTES: usize = 4 << 20;
+/// STUN's magic cookie (RFC 5389) and the attributes the mux reads.
 const STUN_MAGIC: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
 const STUN_USERNAME: u16 = 0x0006;
+const STUN_MESSAGE_INTEGRITY: u16 = 0x0008;
+/// How long a sent request's transaction id routes its response.
+const TRANSACTION_TTL: Duration = Duration::from_secs(10);
+/// Transactions remembered at most (checks run every 20 ms per candidate pair).
+const MAX_TRANSACTIONS: usize = 16_384;
 
 /// The shared sockets of one port, and who gets what arrives on them.
 #[derive(Debug)]
@@ -50,6 +60,21 @@ pub(crate) struct UdpMux {
     handle: std::sync::OnceLock<tokio::runtime::Handle>,
     shared: Mutex<Vec<Arc<Shared>>>,
     routes: Mutex<Routes>,
+    /// The shared sockets' reader tasks: they end (and close the sockets) with the mux.
+    readers: Mutex<Vec<tokio::task::AbortHandle>>,
+}
+
+impl Drop for UdpMux {
+    fn drop(&mut self) {
+        for reader in self
+            .readers
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            reader.abort();
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -60,10 +85,12 @@ struct Shared {
 
 #[derive(Debug, Default)]
 struct Routes {
-    /// (local ufrag, shared socket IP) -> the peer's socket on it.
-    by_ufrag: HashMap<(String, IpAddr), Weak<Inbox>>,
+    /// (local ufrag, shared socket IP) -> the peer's socket on it, and its ICE password.
+    by_ufrag: HashMap<(String, IpAddr), (Weak<Inbox>, Arc<str>)>,
     /// (shared socket IP, remote address) -> the peer that owns the address.
     by_remote: HashMap<(IpAddr, SocketAddr), Weak<Inbox>>,
+    /// STUN requests the peers sent, by transaction id: their responses come back here.
+    by_transaction: HashMap<[u8; 12], (Weak<Inbox>, Instant)>,
 }
 
 /// What arrived for one peer's socket.
@@ -97,6 +124,7 @@ impl UdpMux {
             handle: std::sync::OnceLock::new(),
             shared: Mutex::default(),
             routes: Mutex::default(),
+            readers: Mutex::default(),
         })
     }
 
@@ -131,6 +159,10 @@ impl UdpMux {
         };
         let std = std::net::UdpSocket::bind(SocketAddr::new(ip, self.port))?;
         std.set_nonblocking(true)?;
+        // Best effort: the kernel caps them at net.core.{r,w}mem_max.
+        let sock = socket2::SockRef::from(&std);
+        let _ = sock.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
+        let _ = sock.set_send_buffer_size(SOCKET_BUFFER_BYTES);
         let socket = {
             let _runtime = handle.enter();
             tokio::net::UdpSocket::from_std(std)?
@@ -138,7 +170,11 @@ impl UdpMux {
         let s = Arc::new(Shared { ip, socket });
         shared.push(s.clone());
         let (mux, reader) = (Arc::downgrade(self), s.clone());
-        handle.spawn(read_loop(mux, reader));
+        let task = handle.spawn(read_loop(mux, reader));
+        self.readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(task.abort_handle());
         tracing::info!(addr = %SocketAddr::new(ip, self.port), "UDP mux listening");
         Ok(s)
     }
@@ -146,16 +182,45 @@ impl UdpMux {
     /// Where a datagram that arrived on `ip`'s socket from `from` goes.
     fn route(&self, ip: IpAddr, from: SocketAddr, data: &[u8]) -> Option<Arc<Inbox>> {
         let mut routes = self.lock_routes();
-        if let Some(ufrag) = stun_local_ufrag(data)
-            && let Some(inbox) = routes
-                .by_ufrag
-                .get(&(ufrag.to_owned(), ip))
-                .and_then(Weak::upgrade)
-        {
-            learn(&mut routes, ip, from, &inbox);
-            return Some(inbox);
+        if let Some(stun) = Stun::parse(data) {
+            if stun.is_request() {
+                let (inbox, pwd) = stun
+                    .local_ufrag_of(data)
+                    .and_then(|ufrag| routes.by_ufrag.get(&(ufrag.to_owned(), ip)))
+                    .and_then(|(w, pwd)| Some((w.upgrade()?, pwd.clone())))?;
+                if stun.integrity_verifies(data, pwd.as_bytes()) {
+                    routes.by_remote.insert((ip, from), Arc::downgrade(&inbox));
+                }
+                return Some(inbox);
+            }
+            // A response (or an indication): to whoever sent the request.
+            if let Some((w, _)) = routes.by_transaction.remove(stun.transaction_id(data)) {
+                return w.upgrade();
+            }
         }
         routes.by_remote.get(&(ip, from)).and_then(Weak::upgrade)
+    }
+
+    /// Remembers a STUN request a peer sends, so that its response finds the peer.
+    fn sent(&self, data: &[u8], inbox: &Arc<Inbox>) {
+        let Some(stun) = Stun::parse(data).filter(Stun::is_request) else {
+            return;
+        };
+        let mut routes = self.lock_routes();
+        let now = Instant::now();
+        if routes.by_transaction.len() >= MAX_TRANSACTIONS {
+            routes.by_transaction.retain(|_, (w, at)| {
+                now.duration_since(*at) < TRANSACTION_TTL && w.strong_count() > 0
+            });
+            if routes.by_transaction.len() >= MAX_TRANSACTIONS {
+                return;
+            }
+        }
+        let mut id = [0u8; 12];
+        id.copy_from_slice(stun.transaction_id(data));
+        routes
+            .by_transaction
+            .insert(id, (Arc::downgrade(inbox), now));
     }
 
     /// Peer sockets registered now (for tests and metrics).
@@ -163,18 +228,8 @@ impl UdpMux {
         self.lock_routes()
             .by_ufrag
             .values()
-            .filter(|w| w.strong_count() > 0)
+            .filter(|(w, _)| w.strong_count() > 0)
             .count()
-    }
-}
-
-/// Gives `from` to `inbox` unless another live peer owns it.
-fn learn(routes: &mut Routes, ip: IpAddr, from: SocketAddr, inbox: &Arc<Inbox>) {
-    let owner = routes.by_remote.entry((ip, from)).or_default();
-    match owner.upgrade() {
-        Some(current) if !Arc::ptr_eq(&current, inbox) => {}
-        Some(_) => {}
-        None => *owner = Arc::downgrade(inbox),
     }
 }
 
@@ -209,28 +264,87 @@ async fn read_loop(mux: Weak<UdpMux>, shared: Arc<Shared>) {
     }
 }
 
-/// The local ufrag of a STUN message's USERNAME (`"<ours>:<theirs>"`), if `data` is one.
-/// Only routing needs it; the ICE agent checks the message itself (integrity included).
-fn stun_local_ufrag(data: &[u8]) -> Option<&str> {
-    // Header: type (first two bits 0), length, magic cookie, transaction id.
-    if data.len() < 20 || data[0] & 0xc0 != 0 || data[4..8] != STUN_MAGIC {
-        return None;
-    }
-    let body_len = usize::from(u16::from_be_bytes([data[2], data[3]]));
-    let body = data.get(20..20 + body_len)?;
-    let mut at = 0;
-    while at + 4 <= body.len() {
-        let kind = u16::from_be_bytes([body[at], body[at + 1]]);
-        let len = usize::from(u16::from_be_bytes([body[at + 2], body[at + 3]]));
-        let value = body.get(at + 4..at + 4 + len)?;
-        if kind == STUN_USERNAME {
-            let username = std::str::from_utf8(value).ok()?;
-            return username.split(':').next().filter(|u| !u.is_empty());
+/// What the mux reads of a STUN message (RFC 5389): only routing needs it; the ICE agent
+/// checks the message itself. Hand-written because it needs three fields, not a decoder.
+#[derive(Debug, Default)]
+struct Stun {
+    class_request: bool,
+    /// Byte ranges in the message.
+    username: Option<(usize, usize)>,
+    /// Start of the MESSAGE-INTEGRITY attribute (its header) and of its 20-byte value.
+    integrity: Option<(usize, usize)>,
+}
+
+impl Stun {
+    fn parse(data: &[u8]) -> Option<Stun> {
+        // Header: type (first two bits 0), length, magic cookie, transaction id.
+        if data.len() < 20 || data[0] & 0xc0 != 0 || data[4..8] != STUN_MAGIC {
+            return None;
         }
-        // Values are padded to 4 bytes.
-        at += 4 + len.div_ceil(4) * 4;
+        let typ = u16::from_be_bytes([data[0], data[1]]);
+        let body_len = usize::from(u16::from_be_bytes([data[2], data[3]]));
+        if data.len() < 20 + body_len {
+            return None;
+        }
+        let mut stun = Stun {
+            // Class bits C1 (0x0100) and C0 (0x0010) both 0: a request.
+            class_request: typ & 0x0110 == 0,
+            ..Stun::default()
+        };
+        let mut at = 20;
+        while at + 4 <= 20 + body_len {
+            let kind = u16::from_be_bytes([data[at], data[at + 1]]);
+            let len = usize::from(u16::from_be_bytes([data[at + 2], data[at + 3]]));
+            let value = at + 4;
+            if value + len > 20 + body_len {
+                return None;
+            }
+            match kind {
+                STUN_USERNAME if stun.integrity.is_none() => stun.username = Some((value, len)),
+                STUN_MESSAGE_INTEGRITY if len == 20 && stun.integrity.is_none() => {
+                    stun.integrity = Some((at, value))
+                }
+                _ => {}
+            }
+            // Values are padded to 4 bytes.
+            at = value + len.div_ceil(4) * 4;
+        }
+        Some(stun)
     }
-    None
+
+    fn is_request(&self) -> bool {
+        self.class_request
+    }
+
+    fn transaction_id<'a>(&self, data: &'a [u8]) -> &'a [u8; 12] {
+        data[8..20].try_into().expect("parsed: 20 header bytes")
+    }
+
+    /// The USERNAME's first part: in a request to us, our own ufrag (`"<ours>:<theirs>"`).
+    fn local_ufrag_of<'a>(&self, data: &'a [u8]) -> Option<&'a str> {
+        let (at, len) = self.username?;
+        let username = std::str::from_utf8(&data[at..at + len]).ok()?;
+        username.split(':').next().filter(|u| !u.is_empty())
+    }
+
+    /// MESSAGE-INTEGRITY (HMAC-SHA1 over the message up to the attribute, the header's length
+    /// counting up to its end) with the short-term key `key` (the ICE password).
+    fn integrity_verifies(&self, data: &[u8], key: &[u8]) -> bool {
+        use hmac::{Hmac, Mac};
+        let Some((attr, value)) = self.integrity else {
+            return false;
+        };
+        let Ok(mut mac) = Hmac::<sha1::Sha1>::new_from_slice(key) else {
+            return false;
+        };
+        // The length up to the end of MESSAGE-INTEGRITY: its value ends 20 bytes after `value`,
+        // and the header (20 bytes) is not counted.
+        let length = u16::try_from(value).unwrap_or(u16::MAX);
+        mac.update(&data[..2]);
+        mac.update(&length.to_be_bytes());
+        mac.update(&data[4..attr]);
+        mac.verify_slice(&data[value..value + 20]).is_ok()
+    }
 }
 
 /// One peer's socket on the mux: what the driver reads and writes.
@@ -253,18 +367,8 @@ impl AsyncUdpSocket for MuxSocket {
 
     fn poll_send(&self, cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
         let to = transmit.destination;
-        {
-            // Answers to our own checks carry no USERNAME: they find us by address.
-            let mut routes = self.mux.lock_routes();
-            let known = routes
-                .by_remote
-                .get(&(self.shared.ip, to))
-                .and_then(Weak::upgrade)
-                .is_some_and(|owner| Arc::ptr_eq(&owner, &self.inbox));
-            if !known {
-                learn(&mut routes, self.shared.ip, to, &self.inbox);
-            }
-        }
+        // Answers to our own checks carry no USERNAME: they find us by transaction id.
+        self.mux.sent(transmit.contents, &self.inbox);
         // Never `Pending`: every peer sends on this socket and tokio keeps one write waker
         // per socket, so a peer left waiting might not be woken. A datagram the kernel has
         // no room for is dropped, as the network would.
@@ -312,7 +416,7 @@ impl Drop for MuxSocket {
         if routes
             .by_ufrag
             .get(&key)
-            .is_some_and(|w| w.as_ptr() == Arc::as_ptr(&self.inbox))
+            .is_some_and(|(w, _)| w.as_ptr() == Arc::as_ptr(&self.inbox))
         {
             routes.by_ufrag.remove(&key);
         }
@@ -320,6 +424,9 @@ impl Drop for MuxSocket {
         routes
             .by_remote
             .retain(|_, w| w.as_ptr() != me && w.strong_count() > 0);
+        routes
+            .by_transaction
+            .retain(|_, (w, _)| w.as_ptr() != me && w.strong_count() > 0);
     }
 }
 
@@ -327,8 +434,10 @@ impl Drop for MuxSocket {
 #[derive(Debug)]
 pub(crate) struct MuxRuntime {
     pub(crate) mux: Arc<UdpMux>,
-    /// The peer's ICE ufrag (its STUN requests to us carry it).
+    /// The peer's ICE ufrag (its STUN requests to us carry it) and password (they are
+    /// signed with it).
     pub(crate) ufrag: String,
+    pub(crate) pwd: Arc<str>,
 }
 
 impl Runtime for MuxRuntime {
@@ -348,10 +457,10 @@ impl Runtime for MuxRuntime {
         let key = socket.local_addr()?;
         let shared = self.mux.shared_for(key.ip())?;
         let inbox = Arc::new(Inbox::default());
-        self.mux
-            .lock_routes()
-            .by_ufrag
-            .insert((self.ufrag.clone(), key.ip()), Arc::downgrade(&inbox));
+        self.mux.lock_routes().by_ufrag.insert(
+            (self.ufrag.clone(), key.ip()),
+            (Arc::downgrade(&inbox), self.pwd.clone()),
+        );
         Ok(Arc::new(MuxSocket {
             key,
             _reservation: socket,
@@ -467,36 +576,136 @@ mod tests {
         m
     }
 
+    /// A STUN binding request with USERNAME (and MESSAGE-INTEGRITY under `key`, then a
+    /// FINGERPRINT-like attribute after it, which the integrity does not cover).
+    fn signed(username: &str, key: &[u8]) -> Vec<u8> {
+        use hmac::{Hmac, Mac};
+        let mut m = stun(Some(username), true);
+        let mi_at = m.len();
+        let len_with_mi = (mi_at - 20 + 24) as u16;
+        m[2..4].copy_from_slice(&len_with_mi.to_be_bytes());
+        let mut mac = Hmac::<sha1::Sha1>::new_from_slice(key).unwrap();
+        mac.update(&m);
+        let tag = mac.finalize().into_bytes();
+        m.extend_from_slice(&STUN_MESSAGE_INTEGRITY.to_be_bytes());
+        m.extend_from_slice(&20u16.to_be_bytes());
+        m.extend_from_slice(&tag);
+        m.extend_from_slice(&[0x80, 0x28, 0x00, 0x04, 9, 9, 9, 9]);
+        let total = (m.len() - 20) as u16;
+        m[2..4].copy_from_slice(&total.to_be_bytes());
+        m
+    }
+
     #[test]
-    fn stun_usernames_route_and_everything_else_does_not() {
+    fn stun_is_read_for_routing_and_everything_else_is_not() {
         let mut truncated = stun(Some("abcd:efgh"), false);
         truncated.truncate(26);
         let mut rtp = stun(Some("abcd:efgh"), false);
         rtp[0] = 0x80;
         let mut no_cookie = stun(Some("abcd:efgh"), false);
         no_cookie[4] = 0;
-        let cases: &[(&str, Vec<u8>, Option<&str>)] = &[
-            ("request", stun(Some("abcd:efgh"), false), Some("abcd")),
+        let mut response = stun(None, true);
+        response[0..2].copy_from_slice(&0x0101u16.to_be_bytes());
+        let cases: &[(&str, Vec<u8>, Option<(bool, Option<&str>)>)] = &[
+            (
+                "request",
+                stun(Some("abcd:efgh"), false),
+                Some((true, Some("abcd"))),
+            ),
             (
                 "after another attribute",
                 stun(Some("xyz1:q"), true),
-                Some("xyz1"),
+                Some((true, Some("xyz1"))),
             ),
             (
                 "odd length (padded)",
                 stun(Some("abc:de"), false),
-                Some("abc"),
+                Some((true, Some("abc"))),
             ),
-            ("no username (a response)", stun(None, true), None),
-            ("empty local part", stun(Some(":efgh"), false), None),
+            (
+                "a request without username",
+                stun(None, true),
+                Some((true, None)),
+            ),
+            ("a success response", response, Some((false, None))),
+            (
+                "empty local part",
+                stun(Some(":efgh"), false),
+                Some((true, None)),
+            ),
             ("truncated", truncated, None),
             ("RTP/DTLS first byte", rtp, None),
             ("no magic cookie", no_cookie, None),
             ("short", vec![0; 10], None),
         ];
         for (what, data, want) in cases {
-            assert_eq!(stun_local_ufrag(data), *want, "{what}");
+            let got = Stun::parse(data).map(|s| (s.is_request(), s.local_ufrag_of(data)));
+            assert_eq!(got, *want, "{what}");
         }
+    }
+
+    #[test]
+    fn only_the_peers_password_verifies_its_requests() {
+        let m = signed("abcd:efgh", b"the-peers-password");
+        let parsed = Stun::parse(&m).expect("STUN");
+        assert_eq!(parsed.local_ufrag_of(&m), Some("abcd"));
+        assert!(parsed.integrity_verifies(&m, b"the-peers-password"));
+        assert!(!parsed.integrity_verifies(&m, b"another-password"));
+        let mut tampered = m.clone();
+        tampered[21] ^= 1;
+        let t = Stun::parse(&tampered).unwrap();
+        assert!(!t.integrity_verifies(&tampered, b"the-peers-password"));
+        let unsigned = stun(Some("abcd:efgh"), false);
+        let u = Stun::parse(&unsigned).unwrap();
+        assert!(!u.integrity_verifies(&unsigned, b"the-peers-password"));
+    }
+
+    #[test]
+    fn only_a_verified_request_claims_an_address_and_responses_find_their_sender() {
+        let mux = UdpMux::new(5000);
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let (a, b) = (Arc::new(Inbox::default()), Arc::new(Inbox::default()));
+        for (ufrag, inbox, pwd) in [
+            ("aaaa", &a, "password-of-a-1234"),
+            ("bbbb", &b, "password-of-b-1234"),
+        ] {
+            mux.lock_routes()
+                .by_ufrag
+                .insert((ufrag.into(), ip), (Arc::downgrade(inbox), pwd.into()));
+        }
+        let victim: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let is =
+            |got: Option<Arc<Inbox>>, want: &Arc<Inbox>| got.is_some_and(|g| Arc::ptr_eq(&g, want));
+        // B sends a check to the victim's address (a hostile offer listed it): no claim.
+        let check = stun(Some("remote:bbbb"), false);
+        mux.sent(&check, &b);
+        assert!(mux.route(ip, victim, b"\x17dtls").is_none());
+        // An unsigned request with B's ufrag reaches B but claims nothing.
+        assert!(is(mux.route(ip, victim, &stun(Some("bbbb:x"), false)), &b));
+        assert!(mux.route(ip, victim, b"\x17dtls").is_none());
+        // A request signed with A's password claims the address for A.
+        assert!(is(
+            mux.route(ip, victim, &signed("aaaa:x", b"password-of-a-1234")),
+            &a
+        ));
+        assert!(is(mux.route(ip, victim, b"\x17dtls"), &a));
+        // Signed with the wrong password: still A's.
+        assert!(is(
+            mux.route(ip, victim, &signed("bbbb:x", b"password-of-a-1234")),
+            &b
+        ));
+        assert!(is(mux.route(ip, victim, b"\x17dtls"), &a));
+        // The response to B's check goes to B (by transaction id), once.
+        let mut response = check.clone();
+        response[0..2].copy_from_slice(&0x0101u16.to_be_bytes());
+        assert!(is(mux.route(ip, victim, &response), &b));
+        assert!(is(mux.route(ip, victim, &response), &a), "then by address");
+        // The newest verified claim wins (a client reconnecting from the same mapping).
+        assert!(is(
+            mux.route(ip, victim, &signed("bbbb:y", b"password-of-b-1234")),
+            &b
+        ));
+        assert!(is(mux.route(ip, victim, b"\x17dtls"), &b));
     }
 
     #[test]

@@ -86,8 +86,11 @@ pub(crate) struct Net {
     pub ice_ips: Vec<IpAddr>,
     pub public_ips: Vec<IpAddr>,
     pub ice_servers: Vec<RTCIceServer>,
-    /// `--udp-port N`: every peer's media on port N (`super::mux`).
+    /// `--udp-port N`: every peer's media on port N (`super::mux`), on these IPs (the ICE
+    /// IPs, or loopback and every interface's IPv4 address when none are given: resolved
+    /// once, so that the mux's sockets are all bound at start).
     pub mux: Option<Arc<super::mux::UdpMux>>,
+    mux_ips: Vec<IpAddr>,
     pub counters: Arc<Counters>,
 }
 
@@ -109,11 +112,19 @@ impl Net {
             .iter()
             .map(|s| parse_ice_server(s))
             .collect::<Result<Vec<_>, _>>()?;
+        let mux_ips = if udp_port == 0 {
+            Vec::new()
+        } else if ice_ips.is_empty() {
+            local_ips()
+        } else {
+            ice_ips.clone()
+        };
         Ok(Net {
             ice_ips,
             public_ips,
             ice_servers,
             mux: (udp_port != 0).then(|| super::mux::UdpMux::new(udp_port)),
+            mux_ips,
             counters: Arc::default(),
         })
     }
@@ -121,6 +132,13 @@ impl Net {
     /// The addresses one peer binds (ephemeral ports: with the mux they are only
     /// reservations that key the peer's sockets, see `super::mux`).
     fn bind_addrs(&self) -> Vec<SocketAddr> {
+        if self.mux.is_some() {
+            return self
+                .mux_ips
+                .iter()
+                .map(|ip| SocketAddr::new(*ip, 0))
+                .collect();
+        }
         let ips: Vec<IpAddr> = if self.ice_ips.is_empty() {
             // The library expands 0.0.0.0 to every interface but skips loopback; add it so
             // same-host browsers and tests can connect.
@@ -134,19 +152,13 @@ impl Net {
         ips.iter().map(|ip| SocketAddr::new(*ip, 0)).collect()
     }
 
-    /// With `--udp-port`: binds the shared port on the ICE addresses now (loopback when
-    /// none are given; other interfaces as peers gather on them), so that a port in use is
-    /// an error at start.
+    /// With `--udp-port`: binds the shared port on every IP peers gather on, now, so that a
+    /// port in use is an error at start.
     pub(crate) fn bind_mux(&self) -> Result<(), RtcError> {
         let Some(mux) = &self.mux else {
             return Ok(());
         };
-        let ips = if self.ice_ips.is_empty() {
-            vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]
-        } else {
-            self.ice_ips.clone()
-        };
-        for ip in ips {
+        for ip in self.mux_ips.iter().copied() {
             mux.bind(ip).map_err(|e| {
                 RtcError::Settings(format!(
                     "cannot listen on UDP {}: {e}",
@@ -156,6 +168,32 @@ impl Net {
         }
         Ok(())
     }
+}
+
+/// Loopback and the IPv4 address of every interface that has one, as the library's
+/// wildcard expansion picks them (no link-local): the mux binds each explicitly, since a
+/// wildcard socket would answer from whichever source address the kernel picks.
+fn local_ips() -> Vec<IpAddr> {
+    let mut ips = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
+    match ::rtc::shared::ifaces::ifaces() {
+        Ok(interfaces) => {
+            for ip in interfaces.iter().filter_map(|i| i.addr.map(|a| a.ip())) {
+                let usable = match ip {
+                    IpAddr::V4(v4) => {
+                        !v4.is_loopback() && !v4.is_unspecified() && !v4.is_link_local()
+                    }
+                    IpAddr::V6(_) => false,
+                };
+                if usable && !ips.contains(&ip) {
+                    ips.push(ip);
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list the interfaces; the UDP mux listens on loopback only")
+        }
+    }
+    ips
 }
 
 /// `stun:host:port`, `turn:host:port?transport=udp`, with optional TURN credentials written as
@@ -609,10 +647,10 @@ impl Core {
             crate::random::hex(n)
                 .map_err(|e| RtcError::Library(format!("no randomness for ICE credentials: {e}")))
         };
-        let ufrag = random(8)?;
+        let (ufrag, pwd) = (random(8)?, random(16)?);
         let mut settings = SettingEngineBuilder::new();
         if net.mux.is_some() {
-            settings = settings.with_ice_credentials(ufrag.clone(), random(16)?);
+            settings = settings.with_ice_credentials(ufrag.clone(), pwd.clone());
         }
         let settings = settings
             .with_multicast_dns_mode(::rtc::ice::mdns::MulticastDnsMode::Disabled)
@@ -639,6 +677,7 @@ impl Core {
             builder = builder.with_runtime(Arc::new(super::mux::MuxRuntime {
                 mux: mux.clone(),
                 ufrag,
+                pwd: pwd.into(),
             }));
         }
         let pc = builder
