@@ -597,6 +597,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::type_complexity)] // a test table
     fn stun_is_read_for_routing_and_everything_else_is_not() {
         let mut truncated = stun(Some("abcd:efgh"), false);
         truncated.truncate(26);
