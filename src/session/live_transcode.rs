@@ -111,6 +111,12 @@ enum Next {
 
 impl Worker {
     fn next(&mut self) -> Next {
+        // While packets flow they are taken without a timer or a runtime hop.
+        match self.source.rx.try_recv() {
+            Ok(item) => return Next::Packet(item),
+            Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => return Next::Ended,
+            Err(tokio::sync::mpsc::error::TryRecvError::Empty) => {}
+        }
         match &self.runtime {
             Some(rt) => {
                 let rx = &mut self.source.rx;

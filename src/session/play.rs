@@ -33,12 +33,8 @@ pub async fn run(
     out: Events,
     registration: &Registration,
 ) -> EndReason {
-    let playlist = match open(&state, selection).await {
-        Ok(p) => p,
-        Err(e) => {
-            tell(&out, Event::Rejected(e));
-            return EndReason::Error;
-        }
+    let Some(playlist) = open(&state, selection, &out).await else {
+        return EndReason::Error;
     };
     let Some((peer, answer, mut events)) = accept_viewer(&state, &offer, &out).await else {
         return EndReason::Error;
@@ -152,12 +148,8 @@ pub async fn run_rtp(
     out: Events,
     registration: &Registration,
 ) -> EndReason {
-    let playlist = match open(&state, selection).await {
-        Ok(p) => p,
-        Err(e) => {
-            tell(&out, Event::Rejected(e));
-            return EndReason::Error;
-        }
+    let Some(playlist) = open(&state, selection, &out).await else {
+        return EndReason::Error;
     };
     let video = codec
         .or_else(|| {
@@ -209,19 +201,27 @@ pub async fn run_rtp(
     ended
 }
 
-/// The recordings to play, read off the async workers.
+/// The recordings to play, read off the async workers; a refusal is told to the client.
 async fn open(
     state: &AppState,
     selection: Option<Vec<String>>,
-) -> Result<Vec<RecordingMeta>, Rejection> {
+    out: &Events,
+) -> Option<Vec<RecordingMeta>> {
     let store = state.store.clone();
-    tokio::task::spawn_blocking(move || playlist(store.as_ref(), selection))
+    let listed = tokio::task::spawn_blocking(move || playlist(store.as_ref(), selection))
         .await
         .unwrap_or_else(|_| {
             Err(Rejection::Internal(
                 "the recordings could not be listed".into(),
             ))
-        })
+        });
+    match listed {
+        Ok(list) => Some(list),
+        Err(why) => {
+            tell(out, Event::Rejected(why));
+            None
+        }
+    }
 }
 
 /// Time to first frame is what viewers feel: wait only for the connection (then the first
