@@ -56,10 +56,16 @@ pub struct Config {
     #[arg(long, env = "PION_MAX_SESSIONS", default_value_t = 500)]
     pub max_sessions: usize,
 
-    /// Async worker threads (0 = one per CPU). Fewer threads cost less CPU per stream at low
-    /// load (fewer cross-thread wake-ups); see BENCHMARKS.md.
+    /// Async worker threads for HTTP, websockets and the API (0 = one per CPU); sessions run
+    /// on the media threads (`--media-threads`).
     #[arg(long, env = "PION_WORKERS", default_value_t = 0)]
     pub workers: usize,
+
+    /// Media threads: every session (its peer's sockets, driver and recorder) runs on one of
+    /// them, chosen by load, so a packet is read, decrypted and recorded on one thread without
+    /// waking another. Default: one per CPU; 0 runs sessions on the async workers instead.
+    #[arg(long, env = "PION_MEDIA_THREADS")]
+    pub media_threads: Option<usize>,
 
     /// Seconds between picture loss indications sent to recorders (keyframe requests).
     #[arg(long, env = "PION_PLI_INTERVAL", default_value_t = 3)]

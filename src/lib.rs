@@ -10,6 +10,7 @@ pub mod fuzz;
 pub mod gateway;
 pub mod http;
 pub mod limits;
+pub mod media_threads;
 pub mod metrics;
 pub mod random;
 pub mod rtc;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Every websocket and session task, so that a shutdown can wait for them to finish.
     pub tasks: tokio_util::task::TaskTracker,
+    /// The threads sessions run on (`--media-threads`).
+    pub media: media_threads::MediaThreads,
     /// Websockets held by each client address (`--max-sockets-per-ip`).
     pub sockets_per_ip: limits::PerIp,
     /// What `GET /metrics` reports.
@@ -176,6 +179,8 @@ impl AppState {
                 config.max_sessions_per_ip,
             ),
             tasks: tokio_util::task::TaskTracker::new(),
+            media: media_threads::MediaThreads::start(config.media_threads)
+                .map_err(|e| format!("cannot start the media threads: {e}"))?,
             sockets_per_ip: limits::PerIp::new(config.max_sockets_per_ip),
             metrics: metrics::Metrics::new(),
             live: session::live::LiveHub::default(),

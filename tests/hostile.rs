@@ -625,15 +625,16 @@ impl MediaSink for SlowSink {
     }
 }
 
-/// One async worker (as with `--workers 1`): a recorder on a disk that stalls 200 ms on every
-/// flush and sync must not disturb a viewer's pacing.
+/// One async worker and one media thread (`--workers 1 --media-threads 1`: the recorder and
+/// the viewer share a thread): a recorder on a disk that stalls 200 ms on every flush and sync
+/// must not disturb a viewer's pacing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 async fn a_slow_disk_does_not_disturb_other_viewers() {
     let dir = tempfile::tempdir().unwrap();
     let slow = Arc::new(AtomicBool::new(false));
     let server = {
         let slow = slow.clone();
-        TestServer::start_with(dir.path(), "vp8", &[], move |inner| {
+        TestServer::start_with(dir.path(), "vp8", &["--media-threads", "1"], move |inner| {
             Arc::new(WrapSinks::new(inner, move |sink| {
                 Box::new(SlowSink {
                     inner: sink,

@@ -292,6 +292,11 @@ impl Rtc {
         self.net.mux.as_ref().map_or(0, |m| m.peers())
     }
 
+    /// Peers on the UDP mux whose datagrams arrive on a connected socket of their own.
+    pub fn mux_flows(&self) -> usize {
+        self.net.mux.as_ref().map_or(0, |m| m.flows())
+    }
+
     /// Live peer connections and forwarding tasks of this `Rtc`.
     pub fn stats(&self) -> RtcStats {
         use std::sync::atomic::Ordering;

@@ -18,7 +18,17 @@
 //! 3. anything else goes to the peer that owns its source address; the rest is dropped.
 //!
 //! So only a sender that knows a peer's ICE password can claim an address for it, and no
-//! peer can take another's address by sending to it. The answer's host candidates name the
+//! peer can take another's address by sending to it.
+//!
+//! **Flows (Linux).** Once media (not STUN) arrives from an address a peer owns, the peer opens
+//! its own socket on the same port, connected to that address (`SO_REUSEPORT`: the kernel
+//! gives a datagram to the connected socket of its exact 4-tuple before the unconnected
+//! shared one). From then on the peer's packets reach its driver from the kernel directly, on
+//! the peer's own thread (`crate::media_threads`), with no hop through the shared reader and no
+//! copy: the shared reader only sees ICE checks and first packets. A claim that moves an
+//! address to another peer closes the old owner's flow to it. The shared socket is bound only
+//! after a plain bind of the port succeeded, so another process holding the port (with or
+//! without `SO_REUSEPORT`) is an error at start, as before. The answer's host candidates name the
 //! reservation's port; [`rewrite_candidate_ports`] makes them name N.
 //! STUN and TURN servers are not used in this mode (all peers would share one 5-tuple towards
 //! them); `--public-ip` gives the server's public address instead.
@@ -98,6 +108,55 @@ struct Routes {
 struct Inbox {
     queue: Mutex<VecDeque<(Vec<u8>, SocketAddr)>>,
     waker: Mutex<Option<Waker>>,
+    /// The peer's connected socket (see the module docs).
+    flow: Mutex<Flow>,
+}
+
+/// A peer's own socket on the mux port, connected to the address its media comes from.
+#[derive(Debug, Default)]
+enum Flow {
+    #[default]
+    None,
+    /// Media arrived from this address through the shared reader: open a flow to it at the
+    /// peer's next poll (on the peer's own runtime, whose reactor then wakes its driver).
+    Wanted(SocketAddr),
+    Open {
+        remote: SocketAddr,
+        socket: flow_io::FlowSocket,
+    },
+    /// Opening failed (logged once): the shared reader goes on delivering.
+    Failed,
+}
+
+impl Inbox {
+    fn lock_flow(&self) -> std::sync::MutexGuard<'_, Flow> {
+        self.flow.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Media from `from`, which this peer owns, came through the shared reader.
+    fn want_flow(&self, from: SocketAddr) {
+        if !cfg!(target_os = "linux") {
+            return;
+        }
+        let mut flow = self.lock_flow();
+        match &*flow {
+            Flow::Open { remote, .. } | Flow::Wanted(remote) if *remote == from => {}
+            Flow::Failed => {}
+            _ => *flow = Flow::Wanted(from),
+        }
+    }
+
+    /// `from` was claimed by another peer: stop taking its datagrams.
+    fn close_flow_to(&self, from: SocketAddr) {
+        let mut flow = self.lock_flow();
+        if matches!(&*flow, Flow::Open { remote, .. } | Flow::Wanted(remote) if *remote == from) {
+            *flow = Flow::None;
+        }
+    }
+
+    fn has_open_flow(&self) -> bool {
+        matches!(*self.lock_flow(), Flow::Open { .. })
+    }
 }
 
 impl Inbox {
@@ -157,7 +216,12 @@ impl UdpMux {
                 self.handle.get_or_init(|| h).clone()
             }
         };
-        let std = std::net::UdpSocket::bind(SocketAddr::new(ip, self.port))?;
+        let addr = SocketAddr::new(ip, self.port);
+        // A plain bind first: it fails if any other socket holds the port, with or without
+        // SO_REUSEPORT (which the shared socket needs for the flows, and which would otherwise
+        // let a second server on the same port split the traffic silently).
+        drop(std::net::UdpSocket::bind(addr)?);
+        let std = bind_reusing_port(addr)?;
         std.set_nonblocking(true)?;
         // Best effort: the kernel caps them at net.core.{r,w}mem_max.
         let sock = socket2::SockRef::from(&std);
@@ -188,8 +252,14 @@ impl UdpMux {
                     .local_ufrag_of(data)
                     .and_then(|ufrag| routes.by_ufrag.get(&(ufrag.to_owned(), ip)))
                     .and_then(|(w, pwd)| Some((w.upgrade()?, pwd.clone())))?;
-                if stun.integrity_verifies(data, pwd.as_bytes()) {
-                    routes.by_remote.insert((ip, from), Arc::downgrade(&inbox));
+                if stun.integrity_verifies(data, pwd.as_bytes())
+                    && let Some(previous) = routes
+                        .by_remote
+                        .insert((ip, from), Arc::downgrade(&inbox))
+                        .and_then(|w| w.upgrade())
+                    && !Arc::ptr_eq(&previous, &inbox)
+                {
+                    previous.close_flow_to(from);
                 }
                 return Some(inbox);
             }
@@ -198,7 +268,9 @@ impl UdpMux {
                 return w.upgrade();
             }
         }
-        routes.by_remote.get(&(ip, from)).and_then(Weak::upgrade)
+        let owner = routes.by_remote.get(&(ip, from)).and_then(Weak::upgrade)?;
+        owner.want_flow(from);
+        Some(owner)
     }
 
     /// Remembers a STUN request a peer sends, so that its response finds the peer.
@@ -221,6 +293,16 @@ impl UdpMux {
         routes
             .by_transaction
             .insert(id, (Arc::downgrade(inbox), now));
+    }
+
+    /// Peers whose datagrams arrive on a flow of their own (for tests and metrics).
+    pub(crate) fn flows(&self) -> usize {
+        self.lock_routes()
+            .by_ufrag
+            .values()
+            .filter_map(|(w, _)| w.upgrade())
+            .filter(|inbox| inbox.has_open_flow())
+            .count()
     }
 
     /// Peer sockets registered now (for tests and metrics).
@@ -367,17 +449,34 @@ impl AsyncUdpSocket for MuxSocket {
 
     fn poll_send(&self, cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
         let to = transmit.destination;
-        // Answers to our own checks carry no USERNAME: they find us by transaction id.
-        self.mux.sent(transmit.contents, &self.inbox);
-        // Never `Pending`: every peer sends on this socket and tokio keeps one write waker
-        // per socket, so a peer left waiting might not be woken. A datagram the kernel has
-        // no room for is dropped, as the network would.
+        // Never `Pending`: every peer sends on the shared socket and tokio keeps one write
+        // waker per socket, so a peer left waiting might not be woken. A datagram the kernel
+        // has no room for is dropped, as the network would.
         let _ = cx;
-        match self.shared.socket.try_send_to(transmit.contents, to) {
+        let sent = {
+            let flow = self.inbox.lock_flow();
+            match &*flow {
+                // An error here (an earlier datagram's ICMP report) falls back to the shared
+                // socket for this one.
+                Flow::Open { remote, socket } if *remote == to => {
+                    flow_io::send(socket, transmit.contents).ok().map(Ok)
+                }
+                _ => None,
+            }
+        };
+        let sent = sent.unwrap_or_else(|| {
+            // Answers to our own checks carry no USERNAME: they find us by transaction id
+            // (on a flow they come back on it, so only these are remembered).
+            self.mux.sent(transmit.contents, &self.inbox);
+            self.shared.socket.try_send_to(transmit.contents, to)
+        });
+        match sent {
             Ok(n) => Poll::Ready(Ok(n)),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 Poll::Ready(Ok(transmit.contents.len()))
             }
+            // A connected socket reports an earlier datagram's ICMP error on a later call.
+            Err(e) if is_icmp_error(&e) => Poll::Ready(Ok(transmit.contents.len())),
             Err(e) => Poll::Ready(Err(e)),
         }
     }
@@ -391,6 +490,11 @@ impl AsyncUdpSocket for MuxSocket {
         let (Some(buf), Some(m)) = (bufs.first_mut(), meta.first_mut()) else {
             return Poll::Ready(Ok(0));
         };
+        // The flow first: once open, nearly everything arrives there.
+        if let Some((len, from)) = self.poll_flow(cx, buf) {
+            *m = recv_meta(from, len);
+            return Poll::Ready(Ok(1));
+        }
         let mut queue = self.inbox.queue.lock().unwrap_or_else(|p| p.into_inner());
         let Some((data, from)) = queue.pop_front() else {
             // Registered under the queue's lock: a push after this wakes us.
@@ -400,13 +504,184 @@ impl AsyncUdpSocket for MuxSocket {
         drop(queue);
         let len = data.len().min(buf.len());
         buf[..len].copy_from_slice(&data[..len]);
-        let mut received = RecvMeta::default();
-        received.addr = from;
-        received.len = len;
-        received.stride = len.max(1);
-        *m = received;
+        *m = recv_meta(from, len);
         Poll::Ready(Ok(1))
     }
+}
+
+impl MuxSocket {
+    /// A datagram from this peer's flow into `buf`, opening the flow if one is wanted; `None`
+    /// when there is none (the flow's read interest is then registered with `cx`).
+    fn poll_flow(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+        // Bounded: ICMP errors and strays are skipped, but a flood of them must not hold the
+        // driver here.
+        for _ in 0..64 {
+            match self.poll_flow_once(cx, buf) {
+                FlowRead::Packet(len, from) => return Some((len, from)),
+                FlowRead::Again => {}
+                FlowRead::Stray(len, from) => {
+                    // Queued in the instant between bind and connect, when the kernel could
+                    // pick this socket for any sender: routed as the shared reader would
+                    // (outside the flow's lock: routing may touch this peer's flow).
+                    let data = &buf[..len];
+                    if let Some(owner) = self.mux.route(self.shared.ip, from, data) {
+                        owner.push(data.to_vec(), from);
+                    }
+                }
+                FlowRead::Nothing => return None,
+            }
+        }
+        cx.waker().wake_by_ref();
+        None
+    }
+
+    fn poll_flow_once(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> FlowRead {
+        let mut flow = self.inbox.lock_flow();
+        if let Flow::Wanted(remote) = *flow {
+            *flow = match self.open_flow(remote) {
+                Ok(socket) => {
+                    tracing::trace!(%remote, ufrag = %self.ufrag, "UDP mux: flow opened");
+                    Flow::Open { remote, socket }
+                }
+                Err(e) => {
+                    tracing::debug!(%remote, error = %e, "UDP mux: no flow; the shared socket delivers");
+                    Flow::Failed
+                }
+            };
+        }
+        let Flow::Open { remote, socket } = &*flow else {
+            return FlowRead::Nothing;
+        };
+        match flow_io::poll_recv_from(socket, cx, buf) {
+            Poll::Pending => FlowRead::Nothing,
+            // An ICE check for another peer from this address (a client that reconnects from
+            // the same mapping): routed, so that its verified claim can move the address.
+            Poll::Ready(Ok((len, from)))
+                if from == *remote && self.is_check_for_another(&buf[..len]) =>
+            {
+                FlowRead::Stray(len, from)
+            }
+            Poll::Ready(Ok((len, from))) if from == *remote => FlowRead::Packet(len, from),
+            Poll::Ready(Ok((len, from))) => FlowRead::Stray(len, from),
+            // A connected socket reports ICMP errors (refused, unreachable, prohibited) for
+            // earlier sends here; any of them may be spoofed, so none ends the flow (the loop
+            // around this is bounded).
+            Poll::Ready(Err(_)) => FlowRead::Again,
+        }
+    }
+
+    /// A STUN request whose USERNAME names another peer's ufrag.
+    fn is_check_for_another(&self, data: &[u8]) -> bool {
+        Stun::parse(data)
+            .filter(Stun::is_request)
+            .and_then(|stun| stun.local_ufrag_of(data).map(|u| u != self.ufrag))
+            .unwrap_or(false)
+    }
+
+    fn open_flow(&self, remote: SocketAddr) -> io::Result<flow_io::FlowSocket> {
+        let std = bind_reusing_port(SocketAddr::new(self.shared.ip, self.mux.port))?;
+        std.connect(remote)?;
+        std.set_nonblocking(true)?;
+        // Registered with the runtime polling us: the peer's own.
+        flow_io::register(std)
+    }
+}
+
+/// A flow's socket. On Unix it is registered for read readiness only: tokio's `UdpSocket`
+/// also asks for write readiness, and every datagram sent then wakes the thread once more
+/// when its buffer space comes back (an EPOLLOUT edge for nobody; 6 % of the media threads'
+/// wake-ups in the strace of BENCHMARKS.md). Sends never wait (see `poll_send`).
+mod flow_io {
+    use std::io;
+    use std::net::SocketAddr;
+    use std::task::{Context, Poll};
+
+    #[cfg(unix)]
+    pub(super) type FlowSocket = tokio::io::unix::AsyncFd<std::net::UdpSocket>;
+    #[cfg(not(unix))]
+    pub(super) type FlowSocket = tokio::net::UdpSocket;
+
+    pub(super) fn register(socket: std::net::UdpSocket) -> io::Result<FlowSocket> {
+        // SAFETY: the AsyncFd owns the std socket, so its descriptor stays open and the same
+        // for the AsyncFd's whole life (the contract of `register_with_interest`).
+        #[cfg(unix)]
+        return unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(socket, tokio::io::Interest::READABLE)
+        }
+        .map_err(io::Error::from);
+        #[cfg(not(unix))]
+        return tokio::net::UdpSocket::from_std(socket);
+    }
+
+    pub(super) fn send(socket: &FlowSocket, data: &[u8]) -> io::Result<usize> {
+        #[cfg(unix)]
+        return socket.get_ref().send(data);
+        #[cfg(not(unix))]
+        return socket.try_send(data);
+    }
+
+    pub(super) fn poll_recv_from(
+        socket: &FlowSocket,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<(usize, SocketAddr)>> {
+        #[cfg(unix)]
+        loop {
+            let mut ready = match socket.poll_read_ready(cx) {
+                Poll::Ready(Ok(ready)) => ready,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            };
+            // `Err` = it would block: readiness is cleared and the loop registers `cx`.
+            if let Ok(result) = ready.try_io(|fd| fd.get_ref().recv_from(buf)) {
+                return Poll::Ready(result);
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let mut read = tokio::io::ReadBuf::new(buf);
+            socket
+                .poll_recv_from(cx, &mut read)
+                .map_ok(|from| (read.filled().len(), from))
+        }
+    }
+}
+
+enum FlowRead {
+    Packet(usize, SocketAddr),
+    Stray(usize, SocketAddr),
+    Again,
+    Nothing,
+}
+
+fn recv_meta(from: SocketAddr, len: usize) -> RecvMeta {
+    let mut received = RecvMeta::default();
+    received.addr = from;
+    received.len = len;
+    received.stride = len.max(1);
+    received
+}
+
+/// ICMP errors for earlier sends, which Linux reports on later calls: not the socket's end.
+fn is_icmp_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset
+    )
+}
+
+/// A UDP socket bound to `addr` with SO_REUSEPORT (for the shared socket and the flows).
+fn bind_reusing_port(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    // Linux only: flows open only there, and elsewhere the port stays exclusive.
+    #[cfg(target_os = "linux")]
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
 }
 
 impl Drop for MuxSocket {
@@ -707,6 +982,53 @@ mod tests {
             &b
         ));
         assert!(is(mux.route(ip, victim, b"\x17dtls"), &b));
+    }
+
+    /// What a peer's flow is set to (`None`, a wanted address, or open).
+    fn flow_of(inbox: &Inbox) -> Option<SocketAddr> {
+        match &*inbox.lock_flow() {
+            Flow::Wanted(to) => Some(*to),
+            Flow::Open { remote, .. } => Some(*remote),
+            Flow::None | Flow::Failed => None,
+        }
+    }
+
+    #[test]
+    fn media_from_an_owned_address_wants_a_flow_and_a_moved_claim_closes_it() {
+        let mux = UdpMux::new(5000);
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let (a, b) = (Arc::new(Inbox::default()), Arc::new(Inbox::default()));
+        for (ufrag, inbox, pwd) in [
+            ("aaaa", &a, "password-of-a-1234"),
+            ("bbbb", &b, "password-of-b-1234"),
+        ] {
+            mux.lock_routes()
+                .by_ufrag
+                .insert((ufrag.into(), ip), (Arc::downgrade(inbox), pwd.into()));
+        }
+        let (one, two): (SocketAddr, SocketAddr) = (
+            "127.0.0.1:40000".parse().unwrap(),
+            "127.0.0.1:40001".parse().unwrap(),
+        );
+        // STUN alone opens nothing (a candidate pair that is only checked, never used).
+        mux.route(ip, one, &signed("aaaa:x", b"password-of-a-1234"));
+        assert_eq!(flow_of(&a), None);
+        // Media from an address A owns: A wants a flow to it.
+        mux.route(ip, one, b"\x17dtls");
+        assert_eq!(flow_of(&a), Some(one));
+        // Media from an address nobody owns: nothing.
+        assert!(mux.route(ip, two, b"\x17dtls").is_none());
+        assert_eq!((flow_of(&a), flow_of(&b)), (Some(one), None));
+        // A verified claim by B takes the address: A's flow to it closes, B's opens on media.
+        mux.route(ip, one, &signed("bbbb:y", b"password-of-b-1234"));
+        assert_eq!(flow_of(&a), None);
+        mux.route(ip, one, b"\x17dtls");
+        assert_eq!(flow_of(&b), Some(one));
+        // A's claim of another address leaves B's flow alone.
+        mux.route(ip, two, &signed("aaaa:z", b"password-of-a-1234"));
+        assert_eq!(flow_of(&b), Some(one));
+        mux.route(ip, two, b"\x17dtls");
+        assert_eq!((flow_of(&a), flow_of(&b)), (Some(two), Some(one)));
     }
 
     #[test]

@@ -782,6 +782,8 @@ async fn twenty_peers_share_one_udp_port_and_each_gets_only_its_own_packets() {
             }
         }
     }
+    // Every peer's media came on a flow of its own once it had started.
+    assert_eq!(rtc.mux_flows(), 20);
     for pair in pairs {
         pair.peer.close().await;
         pair.client.close().await;

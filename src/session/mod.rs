@@ -227,7 +227,8 @@ pub fn start(
     let state = state.clone();
     // Counted as ended with `error` if the task panics before it says otherwise.
     let counted = state.metrics.session_started(request.kind());
-    let task = state.tasks.clone().spawn(async move {
+    let (media, tasks) = (state.media.clone(), state.tasks.clone());
+    let task = media.spawn(&tasks, async move {
         let reason = match request {
             Request::Record { offer, name, video } => {
                 let from = record::RecordFrom::Offer {

@@ -100,6 +100,9 @@ pub(crate) struct WebmMuxer {
     cues: Vec<Cue>,
     pos: u64,
     end_us: u64,
+    /// The buffer of the last cluster written, kept for the next (no allocation and no
+    /// fresh pages per cluster).
+    spare: Vec<u8>,
 }
 
 fn track_numbers(has_video: bool, has_audio: bool) -> (Option<u64>, Option<u64>) {
@@ -205,6 +208,7 @@ impl WebmMuxer {
             cluster: None,
             last_cluster_tc: 0,
             cues: Vec::new(),
+            spare: Vec::new(),
             pos: base + buf.len() as u64,
             end_us: 0,
         })
@@ -241,7 +245,8 @@ impl WebmMuxer {
             self.last_cluster_tc = tc;
             OpenCluster {
                 tc,
-                blocks: Vec::new(),
+                // The last cluster's buffer, emptied: a cluster reuses its capacity.
+                blocks: std::mem::take(&mut self.spare),
                 cue: audio_only.then_some((tc, track)),
                 has_video: false,
             }
@@ -255,12 +260,15 @@ impl WebmMuxer {
         }
         let rel = (i128::from(ms) - i128::from(c.tc))
             .clamp(i128::from(i16::MIN), i128::from(i16::MAX)) as i16;
-        let mut block = Vec::with_capacity(s.data.len() + 4);
-        ebml::put_size(&mut block, track); // track number as a vint
-        block.extend_from_slice(&rel.to_be_bytes());
-        block.push(if s.keyframe { 0x80 } else { 0 });
-        block.extend_from_slice(&s.data);
-        ebml::put_bytes(&mut c.blocks, id::SIMPLE_BLOCK, &block);
+        // A SimpleBlock written in place (the frame is copied once, into the cluster).
+        let mut head = Vec::with_capacity(12);
+        ebml::put_size(&mut head, track); // track number as a vint
+        head.extend_from_slice(&rel.to_be_bytes());
+        head.push(if s.keyframe { 0x80 } else { 0 });
+        ebml::put_id(&mut c.blocks, id::SIMPLE_BLOCK);
+        ebml::put_size(&mut c.blocks, (head.len() + s.data.len()) as u64);
+        c.blocks.extend_from_slice(&head);
+        c.blocks.extend_from_slice(&s.data);
         Ok(())
     }
 
@@ -268,11 +276,13 @@ impl WebmMuxer {
         let Some(c) = self.cluster.take() else {
             return Ok(());
         };
-        let mut body = Vec::with_capacity(c.blocks.len() + 10);
-        ebml::put_uint(&mut body, id::TIMECODE, c.tc);
-        body.extend_from_slice(&c.blocks);
-        let mut buf = Vec::with_capacity(body.len() + 12);
-        ebml::put_bytes(&mut buf, id::CLUSTER, &body);
+        // The Cluster's header and Timecode, then its blocks as they are (no copy).
+        let mut timecode = Vec::with_capacity(12);
+        ebml::put_uint(&mut timecode, id::TIMECODE, c.tc);
+        let mut head = Vec::with_capacity(32);
+        ebml::put_id(&mut head, id::CLUSTER);
+        ebml::put_size(&mut head, (timecode.len() + c.blocks.len()) as u64);
+        head.extend_from_slice(&timecode);
         if let Some((time_ms, track)) = c.cue {
             self.cues.push(Cue {
                 time_ms,
@@ -281,9 +291,13 @@ impl WebmMuxer {
             });
         }
         w.seek(SeekFrom::Start(self.pos))?;
-        w.write_all(&buf)?;
+        w.write_all(&head)?;
+        w.write_all(&c.blocks)?;
         w.flush()?;
-        self.pos += buf.len() as u64;
+        self.pos += (head.len() + c.blocks.len()) as u64;
+        let mut blocks = c.blocks;
+        blocks.clear();
+        self.spare = blocks;
         Ok(())
     }
 
