@@ -46,18 +46,19 @@ def read_mark(frame):
     return index
 
 
-async def http(method, url, body=None, token=None):
+async def http(method, url, body=None, token=None, ctype="application/sdp", timeout=15):
     """One blocking urllib request in a thread: (status, headers, text); the
     headers look up case-insensitively (servers may send `location`). 4xx/5xx are returned,
-    not raised, since the tests check them."""
-    headers = {"Content-Type": "application/sdp"} if body is not None else {}
+    not raised, since the tests check them. (Also bench/sidebyside/client.py's: JSON to
+    Janus, and its long polls need a longer `timeout`.)"""
+    headers = {"Content-Type": ctype} if body is not None else {}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     req = urllib.request.Request(url, data=body and body.encode(), method=method, headers=headers)
 
     def go():
         try:
-            with urllib.request.urlopen(req, timeout=15) as r:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
                 return r.status, r.headers, r.read().decode()
         except urllib.error.HTTPError as e:
             return e.code, e.headers, e.read().decode(errors="replace")

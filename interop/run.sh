@@ -52,14 +52,8 @@ trap cleanup EXIT
 [ -x "$bin" ] || fail "no server binary at $bin (build it, or set PION_BIN)"
 
 # The venv is reused; it is rebuilt only when requirements.txt changed since it was made.
-if ! cmp -s "$here/requirements.txt" "$venv/requirements.txt" 2>/dev/null; then
-  say "installing the interop clients into $venv"
-  rm -rf "$venv"
-  "$(command -v python3.11 || command -v python3)" -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check --only-binary=:all: \
-    -r "$here/requirements.txt"
-  cp "$here/requirements.txt" "$venv/requirements.txt"
-fi
+. "$here/venv.sh"
+ensure_venv "$venv" "$here/requirements.txt"
 
 whip_aiortc() { "$py" "$here/whip_aiortc.py" "$@" >"$work/whip.json" || {
   cat "$work/whip.json" >&2; return 1; }; }

@@ -23,11 +23,13 @@ or SIGINT (peers stopped, recordings closed). Logs go to stderr. Exit 0 = all we
 import argparse, asyncio, concurrent.futures, json, os, signal, sys, time
 import urllib.error, urllib.parse, urllib.request, uuid
 
-import aioice.ice
 import av
 from aiortc import (MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCRtpSender,
                     RTCSessionDescription)
 from aiortc.mediastreams import MediaStreamError
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "interop"))
+import common  # noqa: E402  (interop/common.py: the loopback patch and the HTTP helper)
 
 
 def log(*a):
@@ -96,23 +98,12 @@ class PacketTrack(MediaStreamTrack):
 # --- HTTP --------------------------------------------------------------------------------
 # urllib in threads: simple and independent of both servers. Janus's long polls each hold a
 # thread for up to 30 s, so the pool gets its own size (the default one has cpus + 4 threads).
-POOL = None
 
 
 async def http(method, url, body=None, ctype="application/json"):
-    """(status, headers, text); 4xx/5xx are returned, not raised."""
-    data = body.encode() if isinstance(body, str) else body
-    req = urllib.request.Request(url, data=data, method=method,
-                                 headers={"Content-Type": ctype} if data is not None else {})
-
-    def go():
-        try:
-            with urllib.request.urlopen(req, timeout=40) as r:
-                return r.status, r.headers, r.read().decode()
-        except urllib.error.HTTPError as e:
-            return e.code, e.headers, e.read().decode(errors="replace")
-
-    return await asyncio.get_running_loop().run_in_executor(POOL, go)
+    """interop/common.py's request helper, with JSON by default and room for Janus's 30 s
+    long polls."""
+    return await common.http(method, url, body, ctype=ctype, timeout=40)
 
 
 async def janus_post(url, msg):
@@ -284,11 +275,10 @@ class JanusPeer(Peer):
 
 # --- the run -----------------------------------------------------------------------------
 async def main(a):
-    global POOL
-    POOL = concurrent.futures.ThreadPoolExecutor(max_workers=2 * a.streams + 8)
-    # aioice leaves 127.0.0.1 out of its host candidates; offer it and nothing else, so the
-    # benchmark stays on loopback (as interop/common.py does).
-    aioice.ice.get_host_addresses = lambda use_ipv4=True, use_ipv6=False: ["127.0.0.1"]
+    # Every peer may hold a request at once (Janus's long polls): threads for all of them.
+    asyncio.get_running_loop().set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(max_workers=2 * a.streams + 8))
+    common.loopback_only()
     clips = load_clips(a.media)
     cls = {"janus": JanusPeer, "ours": OursPeer}[a.server]
     peers = [cls(i, clips) for i in range(a.streams)]

@@ -16,7 +16,7 @@
 # window (written to OUT.<server>[.<round>]); they slow the server, so those CPU numbers
 # are not comparable with plain runs (the JSON says "profiler").
 #   env: PION_BIN (default target/release/pion-the-sky), JANUS_BIN (default /usr/bin/janus),
-#        SIDEBYSIDE_VENV (default ~/.cache/pion-the-sky/sidebyside-venv), KEEP=1 keeps the
+#        PION_TOOLS_DIR (the venv cache shared with interop/, default ~/.cache/pion-the-sky/tools), KEEP=1 keeps the
 #        work dir (logs, configs, recordings; kept anyway on failure)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -42,7 +42,7 @@ pion_bin=${PION_BIN:-$here/../../target/release/pion-the-sky}
 if [ -n "$base_bin" ] && [ "$which" = both ]; then servers=(janus base ours); fi
 janus_bin=${JANUS_BIN:-/usr/bin/janus}
 janus_lib=/usr/lib/x86_64-linux-gnu/janus
-venv=${SIDEBYSIDE_VENV:-$HOME/.cache/pion-the-sky/sidebyside-venv}
+venv=${PION_TOOLS_DIR:-$HOME/.cache/pion-the-sky/tools}/venv
 py=$venv/bin/python
 work=$(mktemp -d "${TMPDIR:-/tmp}/sidebyside.XXXXXX")
 server_pid= client_pid= prof_pid= results=()
@@ -80,15 +80,9 @@ cpu_ticks() {  # utime + stime of a process, all threads: fields 14 and 15 of /p
   set -- $s; echo $(( ${12} + ${13} ))
 }
 
-# --- client venv (reused; rebuilt when requirements.txt changes) -------------------------
-if ! cmp -s "$here/requirements.txt" "$venv/requirements.txt" 2>/dev/null; then
-  say "installing aiortc into $venv"
-  rm -rf "$venv"
-  "$(command -v python3.11 || command -v python3)" -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check --only-binary=:all: \
-    -r "$here/requirements.txt"
-  cp "$here/requirements.txt" "$venv/requirements.txt"
-fi
+# --- client venv: interop/'s (the same aiortc pins), made once ---------------------------
+. "$here/../../interop/venv.sh"
+ensure_venv "$venv" "$here/../../interop/requirements.txt"
 
 # --- media: made once with Debian's ffmpeg, cached beside the venv -----------------------
 # 10 s of testsrc2 + a 440 Hz tone: VP8 at ~constant bitrate (min = max = target), a

@@ -936,8 +936,8 @@ mod tests {
         assert!(!u.integrity_verifies(&unsigned, b"the-peers-password"));
     }
 
-    #[test]
-    fn only_a_verified_request_claims_an_address_and_responses_find_their_sender() {
+    /// A mux on 127.0.0.1 with peers A (ufrag "aaaa") and B ("bbbb") registered.
+    fn two_peers() -> (Arc<UdpMux>, IpAddr, Arc<Inbox>, Arc<Inbox>) {
         let mux = UdpMux::new(5000);
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         let (a, b) = (Arc::new(Inbox::default()), Arc::new(Inbox::default()));
@@ -949,6 +949,12 @@ mod tests {
                 .by_ufrag
                 .insert((ufrag.into(), ip), (Arc::downgrade(inbox), pwd.into()));
         }
+        (mux, ip, a, b)
+    }
+
+    #[test]
+    fn only_a_verified_request_claims_an_address_and_responses_find_their_sender() {
+        let (mux, ip, a, b) = two_peers();
         let victim: SocketAddr = "127.0.0.1:40000".parse().unwrap();
         let is =
             |got: Option<Arc<Inbox>>, want: &Arc<Inbox>| got.is_some_and(|g| Arc::ptr_eq(&g, want));
@@ -995,17 +1001,7 @@ mod tests {
 
     #[test]
     fn media_from_an_owned_address_wants_a_flow_and_a_moved_claim_closes_it() {
-        let mux = UdpMux::new(5000);
-        let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        let (a, b) = (Arc::new(Inbox::default()), Arc::new(Inbox::default()));
-        for (ufrag, inbox, pwd) in [
-            ("aaaa", &a, "password-of-a-1234"),
-            ("bbbb", &b, "password-of-b-1234"),
-        ] {
-            mux.lock_routes()
-                .by_ufrag
-                .insert((ufrag.into(), ip), (Arc::downgrade(inbox), pwd.into()));
-        }
+        let (mux, ip, a, b) = two_peers();
         let (one, two): (SocketAddr, SocketAddr) = (
             "127.0.0.1:40000".parse().unwrap(),
             "127.0.0.1:40001".parse().unwrap(),
@@ -1029,6 +1025,73 @@ mod tests {
         assert_eq!(flow_of(&b), Some(one));
         mux.route(ip, two, b"\x17dtls");
         assert_eq!((flow_of(&a), flow_of(&b)), (Some(two), Some(one)));
+    }
+
+    /// The next datagram `socket` hands its driver (or `None` within 2 s).
+    async fn next(socket: &Arc<dyn AsyncUdpSocket>) -> Option<(Vec<u8>, SocketAddr)> {
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut meta = [RecvMeta::default()];
+        let got = tokio::time::timeout(
+            Duration::from_secs(2),
+            futures::future::poll_fn(|cx| {
+                socket.poll_recv(cx, &mut [IoSliceMut::new(&mut buf)], &mut meta)
+            }),
+        )
+        .await;
+        matches!(got, Ok(Ok(1))).then(|| (buf[..meta[0].len].to_vec(), meta[0].addr))
+    }
+
+    /// The flows with real sockets: a client's media moves onto the flow of the peer it
+    /// verified with, and a verified check for another peer that arrives on that flow (a
+    /// client reconnecting from the same address) still moves the address.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_client_gets_a_flow_and_a_new_claim_through_it_moves_the_address() {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let port = std::net::UdpSocket::bind((ip, 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mux = UdpMux::new(port);
+        mux.bind(ip).unwrap();
+        let peer = |ufrag: &str, pwd: &str| {
+            MuxRuntime {
+                mux: mux.clone(),
+                ufrag: ufrag.into(),
+                pwd: pwd.into(),
+            }
+            .wrap_udp_socket(std::net::UdpSocket::bind((ip, 0)).unwrap())
+            .unwrap()
+        };
+        let (a, b) = (
+            peer("aaaa", "password-of-a-1234"),
+            peer("bbbb", "password-of-b-1234"),
+        );
+        let client = std::net::UdpSocket::bind((ip, 0)).unwrap();
+        let (server, me) = (SocketAddr::new(ip, port), client.local_addr().unwrap());
+        let send = |data: &[u8]| {
+            client.send_to(data, server).unwrap();
+        };
+
+        send(&signed("aaaa:c", b"password-of-a-1234"));
+        assert_eq!(next(&a).await.map(|(_, from)| from), Some(me));
+        send(b"\x17media-1");
+        assert_eq!(next(&a).await, Some((b"\x17media-1".to_vec(), me)));
+        // That opened A's flow; what follows comes on it.
+        assert_eq!(mux.flows(), 1);
+        send(b"\x17media-2");
+        assert_eq!(next(&a).await, Some((b"\x17media-2".to_vec(), me)));
+
+        // The same address verifies with B: the check reaches B, though the kernel gave it
+        // to A's flow, and A's flow closes.
+        send(&signed("bbbb:c", b"password-of-b-1234"));
+        assert_eq!(next(&a).await, None, "A must not take B's check");
+        assert_eq!(next(&b).await.map(|(_, from)| from), Some(me));
+        send(b"\x17media-3");
+        assert_eq!(next(&b).await, Some((b"\x17media-3".to_vec(), me)));
+        assert_eq!(next(&a).await, None);
+        assert_eq!(mux.flows(), 1, "B's flow now, A's is closed");
     }
 
     #[test]
