@@ -146,6 +146,14 @@ async fn handle(socket: WebSocket, state: AppState, client: IpAddr, who: Who, _s
             event = async { running.as_mut().expect("guarded").events.recv().await }, if running.is_some() => {
                 match event {
                     Some(event) => {
+                        // A refused start is the session's last word: its task is returning.
+                        // Wait for it before the client can read the ERROR and try again, or
+                        // its next RECORD could find the session not yet gone (it runs on a
+                        // media thread, so its end and this loop race).
+                        let refused = matches!(event, Event::Rejected(_));
+                        if refused && let Some(mut ended) = running.take() {
+                            ended.handle.finished().await;
+                        }
                         let Some(message) = to_wire(event) else { continue };
                         if out_tx.try_send(message).is_err() {
                             tracing::warn!(%client, "closing a websocket whose client does not read");
