@@ -15,6 +15,7 @@
 # --perf OUT / --strace OUT run `perf record -g` / `strace -c -f` on the server during the
 # window (written to OUT.<server>[.<round>]); they slow the server, so those CPU numbers
 # are not comparable with plain runs (the JSON says "profiler").
+# STRACE_OPTS replaces strace's `-c` (e.g. "-tt -e trace=write,epoll_wait" for a timeline).
 #   env: PION_BIN (default target/release/pion-the-sky), JANUS_BIN (default /usr/bin/janus),
 #        PION_TOOLS_DIR (the venv cache shared with interop/, default ~/.cache/pion-the-sky/tools), KEEP=1 keeps the
 #        work dir (logs, configs, recordings; kept anyway on failure)
@@ -245,7 +246,7 @@ run_one() {  # run_one SERVER ROUND
     prof=perf; perf record -g -q -p "$server_pid" -o "$perf.$tag" >"$work/perf-$tag.log" 2>&1 &
     prof_pid=$!
   elif [ -n "$strace" ]; then
-    prof=strace; strace -c -f -p "$server_pid" -o "$strace.$tag" 2>"$work/strace-$tag.log" &
+    prof=strace; strace ${STRACE_OPTS:--c} -f -p "$server_pid" -o "$strace.$tag" 2>"$work/strace-$tag.log" &
     prof_pid=$!
   fi
   s0=$(cpu_ticks "$server_pid") c0=$(cpu_ticks "$client_pid") t0=$(date +%s.%N) m0=$(busy_ticks)
