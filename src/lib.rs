@@ -241,9 +241,11 @@ pub async fn serve(
     let token = state.shutdown.clone();
     let tasks = state.tasks.clone();
     // Posters for recordings that have none (made before posters existed), one at a time.
-    let store = state.store.clone();
-    tokio::task::spawn_blocking(move || {
-        let made = thumbnail::backfill(store.as_ref());
+    // Tracked, like every task that holds the store: when `serve` returns, nothing does (a
+    // server started again on the same directory must find its lock free).
+    let (store, stop) = (state.store.clone(), token.clone());
+    tasks.spawn_blocking(move || {
+        let made = thumbnail::backfill(store.as_ref(), &stop);
         if made > 0 {
             tracing::info!(made, "posters made for older recordings");
         }

@@ -74,9 +74,13 @@ pub fn make(store: &dyn RecordingStore, id: &str) -> Result<Vec<u8>, PosterError
 
 /// Makes the posters that are missing, one recording after another (at start, for
 /// recordings made before posters existed or whose poster was deleted).
-pub fn backfill(store: &dyn RecordingStore) -> usize {
+pub fn backfill(store: &dyn RecordingStore, stop: &tokio_util::sync::CancellationToken) -> usize {
     let mut made = 0;
     for meta in store.list() {
+        // A shutdown waits for this task: it stops between posters.
+        if stop.is_cancelled() {
+            break;
+        }
         if !meta.playable() || meta.video_codec.is_none() {
             continue;
         }

@@ -593,10 +593,11 @@ async fn conclude(
         "recording session ended"
     );
     let _ = state.changes.send(());
-    // Its poster, off this task (decoding a keyframe takes a few milliseconds of CPU).
+    // Its poster, off this task (decoding a keyframe takes a few milliseconds of CPU), tracked
+    // so that a shutdown waits for it.
     if meta.playable() {
         let (store, id) = (state.store.clone(), meta.id.clone());
-        tokio::task::spawn_blocking(move || {
+        state.tasks.spawn_blocking(move || {
             if let Err(e) = crate::thumbnail::get_or_make(store.as_ref(), &id) {
                 tracing::info!(%id, error = %e, "no poster");
             }
