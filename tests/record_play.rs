@@ -205,32 +205,27 @@ fn seqs_first(video: &[(std::time::Instant, media::rtp::RtpPacket)]) -> u16 {
         .unwrap_or(0)
 }
 
-/// A server stopped right after a recording finished can be started again on the same data
-/// directory at once: nothing of the first (its recording's poster, made off the session's
-/// task) still holds the directory's lock when `serve` returns.
+/// A server stopped right after a recording finished has finished with it: its poster, made
+/// off the session's task, is done too, and the data directory is free for the next server at
+/// once, which lists the recording (before, the poster task could still hold the directory's
+/// lock when `serve` returned).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_server_lets_go_of_its_data_directory() {
     let dir = tempfile::tempdir().unwrap();
-    for round in 0..5 {
-        let server = TestServer::start(dir.path(), "vp8", &[]).await;
+    let mut server = TestServer::start(dir.path(), "vp8", &[]).await;
+    for round in 0..3 {
         let meta = record_fixture(&server, Codec::Vp8).await;
         server.shutdown().await;
-        // Not started through `TestServer` (which would panic): the error is the finding.
-        let config = pion_the_sky::config::Config::parse_from_args([
-            "pion-the-sky".to_string(),
-            format!("--data-dir={}", dir.path().display()),
-        ])
-        .unwrap_or_else(|e| panic!("{}", e.message));
-        let addr = "127.0.0.1:0".parse().unwrap();
-        let site = pion_the_sky::leptos_options(std::path::Path::new("target/site"), addr);
-        match pion_the_sky::AppState::new(config, site) {
-            Ok(state) => {
-                assert!(state.store.get(&meta.id).is_ok(), "round {round}");
-                drop(state);
-            }
-            Err(e) => panic!("round {round}: the directory is still held: {e}"),
-        }
+        server = TestServer::try_start(dir.path(), "vp8", &[])
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: the directory is still held: {e}"));
+        assert!(server.state.store.get(&meta.id).is_ok(), "round {round}");
+        assert!(
+            matches!(server.state.store.thumbnail(&meta.id), Ok(Some(_))),
+            "round {round}: the poster was finished before the shutdown"
+        );
     }
+    server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -46,6 +46,24 @@ impl TestServer {
         extra: &[&str],
         wrap: impl FnOnce(Arc<dyn RecordingStore>) -> Arc<dyn RecordingStore>,
     ) -> TestServer {
+        Self::try_start_with(data_dir, vcodec, extra, wrap)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like `start`, but a server that cannot start (its data directory held, say) is an
+    /// error, not a panic.
+    #[allow(dead_code)] // not every test binary uses it
+    pub async fn try_start(data_dir: &Path, vcodec: &str, extra: &[&str]) -> Result<TestServer, String> {
+        Self::try_start_with(data_dir, vcodec, extra, |store| store).await
+    }
+
+    async fn try_start_with(
+        data_dir: &Path,
+        vcodec: &str,
+        extra: &[&str],
+        wrap: impl FnOnce(Arc<dyn RecordingStore>) -> Arc<dyn RecordingStore>,
+    ) -> Result<TestServer, String> {
         let mut args: Vec<String> = [
             "pion-the-sky",
             &format!("-vcodec={vcodec}"),
@@ -60,8 +78,8 @@ impl TestServer {
         let config = Config::parse_from_args(args).unwrap_or_else(|e| panic!("{}", e.message));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut state =
-            AppState::new(config, leptos_options(Path::new("target/site"), addr)).unwrap();
+        let mut state = AppState::new(config, leptos_options(Path::new("target/site"), addr))
+            .map_err(|e| e.to_string())?;
         state.store = wrap(state.store.clone());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(
@@ -70,12 +88,12 @@ impl TestServer {
             })
             .map_ok_or_log(),
         );
-        TestServer {
+        Ok(TestServer {
             addr,
             state,
             task,
             stop: Some(stop),
-        }
+        })
     }
 
     pub fn url(&self, path: &str) -> String {
