@@ -93,6 +93,13 @@ pub struct Config {
     #[arg(long, env = "PION_UDP_PORT", default_value_t = 0)]
     pub udp_port: u16,
 
+    /// What drives the server's WebRTC peers: `own` (a loop of ours per peer over the
+    /// library's sans-IO core, host candidates only) or `library` (webrtc-rs's driver task).
+    /// With --ice-server and no --udp-port, peers use `library` (it gathers STUN/TURN
+    /// candidates).
+    #[arg(long, env = "PION_PEER_LOOP", value_enum, default_value_t = crate::rtc::PeerLoop::Own)]
+    pub peer_loop: crate::rtc::PeerLoop,
+
     /// Forward every new recording as plain RTP to HOST:PORT (video on PORT, audio on PORT+2);
     /// repeat or separate with commas. The address must pass `--forward-allow`.
     #[arg(long, env = "PION_FORWARD_RTP", value_delimiter = ',')]

@@ -147,6 +147,7 @@ impl AppState {
             public_ips: config.public_ip.clone(),
             udp_port: config.udp_port,
             ice_servers: config.ice_server.clone(),
+            peer_loop: config.peer_loop,
         })?;
         rtc.bind_mux()?;
         for to in &config.forward_rtp {

@@ -2,9 +2,15 @@
 //!
 //! Everything else sees plain types. A session calls [`Rtc::accept_recorder`] or
 //! [`Rtc::accept_viewer`] with the browser's offer and gets back a peer handle, the answer to
-//! send, and a channel of [`PeerEvent`]s that only that session owns. The library's callbacks
-//! (the connection event handler, the remote-track polling tasks, an RTCP interceptor) do
-//! nothing but translate and forward into that channel.
+//! send, and a channel of [`PeerEvent`]s that only that session owns.
+//!
+//! Two loops can drive a server peer ([`PeerLoop`]): ours (`direct`, the default), one task
+//! per peer over the library's sans-IO core that reads the sockets and hands RTP straight to
+//! the session's channel; or the `webrtc` crate's driver (`peer`), whose callbacks (the
+//! connection event handler, the remote-track polling tasks) only translate and forward into
+//! that channel. Both share the codec registration, the RTCP interceptor taps, the settings
+//! and the UDP mux. The in-process test client (`client`) always uses the library's driver,
+//! so the tests connect the two implementations to each other.
 //!
 //! Negotiation:
 //! - Payload types are never assumed: each peer registers its codecs with the payload types the
@@ -27,13 +33,15 @@
 //! packets whose SSRC is not the track's ([`ViewerPeer::ssrc`]) or whose payload type is not
 //! negotiated, so `send` checks both and returns an error instead.
 //!
-//! Teardown: `close()` stops the connection's driver task (sockets closed), ends every track
+//! Teardown (library loop; ours sends the DTLS close alert and drops its sockets when its
+//! task ends): `close()` stops the connection's driver task (sockets closed), ends every track
 //! stream (the forwarding tasks return) and the library frees its state; the event channel
 //! then reports `None` once the handle is dropped. webrtc#906 (a transceiver reference cycle)
 //! is fixed in 0.21.1 (weak back-references); what remains is that a `PeerConnection`
 //! dropped without `close()` keeps its driver task running, so our handles close on drop.
 //! [`Rtc::stats`] counts live connections and forwarding tasks.
 pub mod client;
+mod direct;
 mod mux;
 mod peer;
 pub(crate) mod sdp;
@@ -50,6 +58,7 @@ use media::{Codec, MediaKind};
 use tokio::sync::mpsc;
 use webrtc::peer_connection::RTCSessionDescription;
 
+use direct::{DirectPeer, WeakDirect};
 use peer::{Core, Net, Outgoing, lib};
 
 pub use peer::EVENT_CHANNEL_CAPACITY;
@@ -68,6 +77,20 @@ pub struct RtcSettings {
     pub udp_port: u16,
     /// STUN/TURN URLs (`stun:host:port`, `turn:user:password@host:port?transport=udp`).
     pub ice_servers: Vec<String>,
+    /// What drives the server's peers.
+    pub peer_loop: PeerLoop,
+}
+
+/// What drives a server peer's connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum PeerLoop {
+    /// Our own loop over the library's sans-IO core (`direct`): one task per peer that reads
+    /// its sockets, runs the core and hands RTP to the session. Host candidates only: with
+    /// STUN/TURN servers configured and no `--udp-port`, peers use `library` instead.
+    #[default]
+    Own,
+    /// The `webrtc` crate's driver task per peer, with its track queues.
+    Library,
 }
 
 /// Why a peer could not be created or used. The `Display` text is shown to the browser's user.
@@ -163,6 +186,8 @@ pub struct RtcStats {
 #[derive(Clone, Debug)]
 pub struct Rtc {
     net: Arc<Net>,
+    /// Peers on our own loop ([`PeerLoop::Own`] where it applies).
+    direct: bool,
 }
 
 /// One ICE candidate a client trickles after its offer (WHIP/WHEP `PATCH`).
@@ -180,7 +205,13 @@ pub struct RemoteCandidate {
 /// never keeps a closed connection alive.
 #[derive(Clone)]
 pub struct Trickle {
-    pc: std::sync::Weak<dyn webrtc::peer_connection::PeerConnection>,
+    to: TrickleTo,
+}
+
+#[derive(Clone)]
+enum TrickleTo {
+    Library(std::sync::Weak<dyn webrtc::peer_connection::PeerConnection>),
+    Direct(WeakDirect),
 }
 
 impl std::fmt::Debug for Trickle {
@@ -191,20 +222,30 @@ impl std::fmt::Debug for Trickle {
 
 impl PartialEq for Trickle {
     fn eq(&self, other: &Trickle) -> bool {
-        std::sync::Weak::ptr_eq(&self.pc, &other.pc)
+        match (&self.to, &other.to) {
+            (TrickleTo::Library(a), TrickleTo::Library(b)) => std::sync::Weak::ptr_eq(a, b),
+            (TrickleTo::Direct(a), TrickleTo::Direct(b)) => a.ptr_eq(b),
+            _ => false,
+        }
     }
 }
 
 impl Trickle {
-    fn of(core: &Core) -> Trickle {
+    fn of(link: &Link) -> Trickle {
         Trickle {
-            pc: Arc::downgrade(&core.pc),
+            to: match link {
+                Link::Library(core) => TrickleTo::Library(Arc::downgrade(&core.pc)),
+                Link::Direct(peer) => TrickleTo::Direct(peer.downgrade()),
+            },
         }
     }
 
     /// Adds the candidates; an error names the first one the connection refused.
     pub async fn add(&self, candidates: &[RemoteCandidate]) -> Result<(), RtcError> {
-        let pc = self.pc.upgrade().ok_or(RtcError::Closed)?;
+        let pc = match &self.to {
+            TrickleTo::Library(pc) => pc.upgrade().ok_or(RtcError::Closed)?,
+            TrickleTo::Direct(peer) => return peer.add_candidates(candidates),
+        };
         for c in candidates {
             let init = webrtc::peer_connection::RTCIceCandidateInit {
                 candidate: c.candidate.clone(),
@@ -249,13 +290,39 @@ pub fn preferred_video(offer: &SessionDescription) -> Result<Codec, RtcError> {
 
 /// A recording browser's connection.
 pub struct RecorderPeer {
-    core: Core,
+    link: Link,
 }
 
 /// A viewing browser's connection.
 pub struct ViewerPeer {
-    core: Core,
+    link: Link,
+    /// The negotiated payload types, and on the library's driver the tracks we write to (on
+    /// our own loop the tracks live in the core).
     out: Outgoing,
+    /// The SSRC of our audio and video: 0 = no such track.
+    ssrcs: [u32; 2],
+}
+
+/// A server peer: on the library's driver or on our own loop.
+enum Link {
+    Library(Core),
+    Direct(DirectPeer),
+}
+
+impl Link {
+    async fn request_keyframe(&self) {
+        match self {
+            Link::Library(core) => core.request_keyframe().await,
+            Link::Direct(peer) => peer.request_keyframe(),
+        }
+    }
+
+    async fn close(&self) {
+        match self {
+            Link::Library(core) => core.close().await,
+            Link::Direct(peer) => peer.close(),
+        }
+    }
 }
 
 fn library_offer(offer: &SessionDescription) -> Result<RTCSessionDescription, RtcError> {
@@ -271,6 +338,10 @@ fn library_offer(offer: &SessionDescription) -> Result<RTCSessionDescription, Rt
 impl Rtc {
     /// Validates the settings. Nothing is bound until a peer is created.
     pub fn new(settings: RtcSettings) -> Result<Rtc, RtcError> {
+        // Our loop gathers host candidates only: STUN/TURN servers need the library's
+        // gatherer, except with the mux, where they are not used anyway.
+        let direct = settings.peer_loop == PeerLoop::Own
+            && (settings.udp_port != 0 || settings.ice_servers.is_empty());
         Ok(Rtc {
             net: Arc::new(Net::new(
                 settings.ice_ips,
@@ -278,6 +349,7 @@ impl Rtc {
                 settings.udp_port,
                 &settings.ice_servers,
             )?),
+            direct,
         })
     }
 
@@ -317,9 +389,26 @@ impl Rtc {
     ) -> Result<(RecorderPeer, SessionDescription, mpsc::Receiver<PeerEvent>), RtcError> {
         let plan = sdp::plan_recorder(&offer.sdp, video)?;
         let desc = library_offer(offer)?;
+        if self.direct {
+            let (peer, sdp, events) = direct::build(direct::Build {
+                net: &self.net,
+                plan: &plan,
+                role: peer::DtlsAnswerRole::Server,
+                offer: desc,
+                tracks: Vec::new(),
+            })
+            .await?;
+            let sdp = self.rewrite_answer(sdp);
+            let peer = RecorderPeer {
+                link: Link::Direct(peer),
+            };
+            return Ok((peer, answer_desc(sdp), events));
+        }
         let (core, events) = Core::build(&self.net, &plan, peer::DtlsAnswerRole::Server).await?;
-        let peer = RecorderPeer { core };
-        let answer = self.answer(&peer.core, desc, || async { Ok(()) }).await;
+        let answer = self.answer(&core, desc, || async { Ok(()) }).await;
+        let peer = RecorderPeer {
+            link: Link::Library(core),
+        };
         match answer {
             Ok(sdp) => Ok((peer, answer_desc(sdp), events)),
             Err(e) => {
@@ -339,16 +428,72 @@ impl Rtc {
     ) -> Result<(ViewerPeer, SessionDescription, mpsc::Receiver<PeerEvent>), RtcError> {
         let plan = sdp::plan_viewer(&offer.sdp)?;
         let desc = library_offer(offer)?;
-        let (core, events) = Core::build(&self.net, &plan, peer::DtlsAnswerRole::Client).await?;
         let stream_id = format!("pion-the-sky-{:08x}", crate::random::nonzero_u32());
-        let audio = plan.audio.as_ref().map(|choice| {
-            let ssrc = crate::random::nonzero_u32();
+        let audio_ssrc = plan.audio.as_ref().map(|_| crate::random::nonzero_u32());
+        let video_ssrc = crate::random::nonzero_u32();
+        // The answer must negotiate a video codec we can send; audio only if offered.
+        let negotiated = |sdp: &str| -> Result<Vec<(Codec, u8)>, RtcError> {
+            let payload_types = sdp::negotiated(sdp, &plan)?;
+            if !payload_types
+                .iter()
+                .any(|(c, _)| c.kind() == MediaKind::Video)
+            {
+                return Err(RtcError::NoPlayableVideo);
+            }
+            Ok(payload_types)
+        };
+        if self.direct {
+            let mut tracks = Vec::new();
+            if let (Some(choice), Some(ssrc)) = (plan.audio.as_ref(), audio_ssrc) {
+                tracks.push((
+                    MediaKind::Audio,
+                    peer::media_track(&stream_id, MediaKind::Audio, choice, ssrc),
+                ));
+            }
+            tracks.push((
+                MediaKind::Video,
+                peer::media_track(&stream_id, MediaKind::Video, &plan.video[0], video_ssrc),
+            ));
+            let (peer, sdp, events) = direct::build(direct::Build {
+                net: &self.net,
+                plan: &plan,
+                role: peer::DtlsAnswerRole::Client,
+                offer: desc,
+                tracks,
+            })
+            .await?;
+            let payload_types = match negotiated(&sdp) {
+                Ok(p) => p,
+                Err(e) => {
+                    peer.close();
+                    return Err(e);
+                }
+            };
+            let sdp = self.rewrite_answer(sdp);
+            let audio = payload_types
+                .iter()
+                .any(|(c, _)| *c == Codec::Opus)
+                .then_some(audio_ssrc)
+                .flatten()
+                .unwrap_or(0);
+            let viewer = ViewerPeer {
+                link: Link::Direct(peer),
+                out: Outgoing {
+                    audio: None,
+                    video: None,
+                    payload_types,
+                },
+                ssrcs: [audio, video_ssrc],
+            };
+            return Ok((viewer, answer_desc(sdp), events));
+        }
+        let (core, events) = Core::build(&self.net, &plan, peer::DtlsAnswerRole::Client).await?;
+        let audio = plan.audio.as_ref().zip(audio_ssrc).map(|(choice, ssrc)| {
             (
                 peer::local_track(&stream_id, MediaKind::Audio, choice, ssrc),
                 ssrc,
             )
         });
-        let video_ssrc = crate::random::nonzero_u32();
         let video = Some((
             peer::local_track(&stream_id, MediaKind::Video, &plan.video[0], video_ssrc),
             video_ssrc,
@@ -376,13 +521,7 @@ impl Rtc {
         };
         let answer = self.answer(&core, desc, add_tracks).await;
         let result = answer.and_then(|sdp| {
-            let payload_types = sdp::negotiated(&sdp, &plan)?;
-            if !payload_types
-                .iter()
-                .any(|(c, _)| c.kind() == MediaKind::Video)
-            {
-                return Err(RtcError::NoPlayableVideo);
-            }
+            let payload_types = negotiated(&sdp)?;
             Ok((sdp, payload_types))
         });
         match result {
@@ -392,13 +531,28 @@ impl Rtc {
                 if !out.payload_types.iter().any(|(c, _)| *c == Codec::Opus) {
                     out.audio = None;
                 }
-                Ok((ViewerPeer { core, out }, answer_desc(sdp), events))
+                let ssrcs = [out.ssrc(MediaKind::Audio), out.ssrc(MediaKind::Video)];
+                let viewer = ViewerPeer {
+                    link: Link::Library(core),
+                    out,
+                    ssrcs,
+                };
+                Ok((viewer, answer_desc(sdp), events))
             }
             Err(e) => {
                 core.close().await;
                 Err(e)
             }
         }
+    }
+
+    /// The answer as clients must see it: the mux's port in every host candidate, and the
+    /// NAT 1:1 addresses added.
+    fn rewrite_answer(&self, mut sdp: String) -> String {
+        if let Some(mux) = &self.net.mux {
+            sdp = mux::rewrite_candidate_ports(&sdp, mux.port());
+        }
+        sdp::advertise_public_ips(&sdp, &self.net.public_ips)
     }
 
     /// Applies the offer, runs `between` (adding tracks), answers, waits for gathering and
@@ -420,11 +574,8 @@ impl Rtc {
         between().await?;
         let answer = core.pc.create_answer(None).await.map_err(lib)?;
         core.pc.set_local_description(answer).await.map_err(lib)?;
-        let mut sdp = core.gathered_local_sdp().await?;
-        if let Some(mux) = &self.net.mux {
-            sdp = mux::rewrite_candidate_ports(&sdp, mux.port());
-        }
-        Ok(sdp::advertise_public_ips(&sdp, &self.net.public_ips))
+        let sdp = core.gathered_local_sdp().await?;
+        Ok(self.rewrite_answer(sdp))
     }
 }
 
@@ -438,24 +589,24 @@ fn answer_desc(sdp: String) -> SessionDescription {
 impl RecorderPeer {
     /// Adds the client's trickled ICE candidates.
     pub fn trickle(&self) -> Trickle {
-        Trickle::of(&self.core)
+        Trickle::of(&self.link)
     }
 
     /// Sends a PLI for the browser's video SSRC (nothing before video has arrived).
     pub async fn request_keyframe(&self) {
-        self.core.request_keyframe().await;
+        self.link.request_keyframe().await;
     }
 
     /// Closes the connection and frees everything it holds. Idempotent.
     pub async fn close(&self) {
-        self.core.close().await;
+        self.link.close().await;
     }
 }
 
 impl ViewerPeer {
     /// Adds the client's trickled ICE candidates.
     pub fn trickle(&self) -> Trickle {
-        Trickle::of(&self.core)
+        Trickle::of(&self.link)
     }
 
     /// Negotiated (codec, payload type) pairs: Opus if audio was negotiated, and every video
@@ -467,18 +618,34 @@ impl ViewerPeer {
     /// The SSRC packets of `kind` must carry (chosen here, advertised in the answer).
     /// 0 if the viewer has no such track (no audio negotiated).
     pub fn ssrc(&self, kind: MediaKind) -> u32 {
-        self.out.ssrc(kind)
+        match kind {
+            MediaKind::Audio => self.ssrcs[0],
+            MediaKind::Video => self.ssrcs[1],
+        }
     }
 
     /// Sends one already-built RTP packet (our sequence number, timestamp, PT, marker).
     /// Fails if the payload type is not negotiated for `kind`, if the SSRC is not
     /// [`ssrc`](Self::ssrc)`(kind)`, or once the connection is closed.
     pub async fn send(&self, kind: MediaKind, packet: &RtpPacket) -> Result<(), RtcError> {
-        self.out.send(&self.core, kind, packet).await
+        match &self.link {
+            Link::Library(core) => self.out.send(core, kind, packet).await,
+            Link::Direct(peer) => {
+                if peer.is_closed() {
+                    return Err(RtcError::Closed);
+                }
+                let ssrc = self.ssrc(kind);
+                if ssrc == 0 {
+                    return Err(RtcError::NoTrack(peer::kind_name(kind)));
+                }
+                peer::check_send(&self.out.payload_types, ssrc, kind, packet)?;
+                peer.send(kind, packet)
+            }
+        }
     }
 
     /// Closes the connection and frees everything it holds. Idempotent.
     pub async fn close(&self) {
-        self.core.close().await;
+        self.link.close().await;
     }
 }

@@ -64,10 +64,10 @@ pub(crate) struct Counters {
     pub nacks_sent: AtomicUsize,
 }
 
-struct Counted(Arc<Counters>, fn(&Counters) -> &AtomicUsize);
+pub(crate) struct Counted(Arc<Counters>, fn(&Counters) -> &AtomicUsize);
 
 impl Counted {
-    fn new(counters: &Arc<Counters>, field: fn(&Counters) -> &AtomicUsize) -> Self {
+    pub(crate) fn new(counters: &Arc<Counters>, field: fn(&Counters) -> &AtomicUsize) -> Self {
         field(counters).fetch_add(1, Ordering::SeqCst);
         Counted(counters.clone(), field)
     }
@@ -152,6 +152,18 @@ impl Net {
         ips.iter().map(|ip| SocketAddr::new(*ip, 0)).collect()
     }
 
+    /// The IPs a peer on our own loop (`super::direct`) binds one socket on: the mux's, or
+    /// the ICE IPs, or loopback and every interface's IPv4 address.
+    pub(crate) fn peer_ips(&self) -> Vec<IpAddr> {
+        if self.mux.is_some() {
+            self.mux_ips.clone()
+        } else if self.ice_ips.is_empty() {
+            local_ips()
+        } else {
+            self.ice_ips.clone()
+        }
+    }
+
     /// With `--udp-port`: binds the shared port on every IP peers gather on, now, so that a
     /// port in use is an error at start.
     pub(crate) fn bind_mux(&self) -> Result<(), RtcError> {
@@ -234,7 +246,7 @@ pub(crate) fn to_library_kind(kind: MediaKind) -> RtpCodecKind {
     }
 }
 
-fn from_library_kind(kind: RtpCodecKind) -> Option<MediaKind> {
+pub(crate) fn from_library_kind(kind: RtpCodecKind) -> Option<MediaKind> {
     match kind {
         RtpCodecKind::Audio => Some(MediaKind::Audio),
         RtpCodecKind::Video => Some(MediaKind::Video),
@@ -268,7 +280,7 @@ pub(crate) fn library_codec(choice: &CodecChoice) -> RTCRtpCodec {
 /// matching — it copies the remote's payload types into the negotiated set — the answer and
 /// the packets use the offer's numbers. RTX, RED and FEC are not registered: NACKed packets are
 /// then resent on the original SSRC and payload type, which is what the depacketizer expects.
-fn media_engine(plan: &Plan) -> Result<(MediaEngine, Registry), RtcError> {
+pub(crate) fn media_engine(plan: &Plan) -> Result<(MediaEngine, Registry), RtcError> {
     let mut engine = MediaEngine::default();
     for (choice, kind) in plan
         .audio
@@ -319,7 +331,7 @@ fn forward(events: &mpsc::Sender<PeerEvent>, event: PeerEvent) {
     }
 }
 
-fn peer_state(state: RTCPeerConnectionState) -> Option<PeerState> {
+pub(crate) fn peer_state(state: RTCPeerConnectionState) -> Option<PeerState> {
     Some(match state {
         RTCPeerConnectionState::New | RTCPeerConnectionState::Connecting => PeerState::Connecting,
         RTCPeerConnectionState::Connected => PeerState::Connected,
@@ -606,6 +618,45 @@ pub(crate) enum DtlsAnswerRole {
     Client,
 }
 
+/// The RTCP taps ([`RtcpTap`], [`NackTap`]) added to a peer's interceptors.
+pub(crate) fn with_taps(registry: Registry, events: &mpsc::Sender<PeerEvent>, net: &Net) -> Registry {
+    registry
+        .with(Slot::Custom(RTCP_TAP_SLOT), RtcpTap::new(events.clone()))
+        .with(
+            Slot::Custom(NACK_TAP_SLOT),
+            NackTap {
+                counters: net.counters.clone(),
+                read: VecDeque::new(),
+                write: VecDeque::new(),
+            },
+        )
+}
+
+/// A peer's settings: ICE credentials of our choosing (the mux routes by them), no mDNS (the
+/// gatherer would bind a multicast socket per peer; the server's candidates are real
+/// addresses, so the browser's checks arrive and become peer-reflexive candidates), fast
+/// connectivity checks and the DTLS role of an answer.
+pub(crate) fn setting_engine(
+    role: DtlsAnswerRole,
+    credentials: Option<(&str, &str)>,
+) -> ::rtc::peer_connection::configuration::setting_engine::SettingEngine {
+    let mut settings = SettingEngineBuilder::new();
+    if let Some((ufrag, pwd)) = credentials {
+        settings = settings.with_ice_credentials(ufrag.to_owned(), pwd.to_owned());
+    }
+    settings
+        .with_multicast_dns_mode(::rtc::ice::mdns::MulticastDnsMode::Disabled)
+        // Connectivity checks every 20 ms instead of 200 ms (same 1.4 s budget): the
+        // default makes every connection take ~200 ms, which is most of the time from PLAY
+        // to first frame.
+        .with_ice_connection_attempts(Some(ICE_CHECK_INTERVAL), Some(ICE_MAX_BINDING_REQUESTS))
+        .with_answering_dtls_role(match role {
+            DtlsAnswerRole::Server => ::rtc::peer_connection::transport::RTCDtlsRole::Server,
+            DtlsAnswerRole::Client => ::rtc::peer_connection::transport::RTCDtlsRole::Client,
+        })
+        .build()
+}
+
 impl Core {
     /// Builds the connection (binding its sockets and starting its driver task).
     pub(crate) async fn build(
@@ -615,16 +666,7 @@ impl Core {
     ) -> Result<(Core, mpsc::Receiver<PeerEvent>), RtcError> {
         let (events, rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
         let (engine, registry) = media_engine(plan)?;
-        let registry = registry
-            .with(Slot::Custom(RTCP_TAP_SLOT), RtcpTap::new(events.clone()))
-            .with(
-                Slot::Custom(NACK_TAP_SLOT),
-                NackTap {
-                    counters: net.counters.clone(),
-                    read: VecDeque::new(),
-                    write: VecDeque::new(),
-                },
-            );
+        let registry = with_taps(registry, &events, net);
         let addrs = net.bind_addrs();
         let (gathered_tx, gathered) = watch::channel(false);
         let (state_tx, state) = watch::channel(PeerState::Connecting);
@@ -638,9 +680,6 @@ impl Core {
             remote_video_ssrc: remote_video_ssrc.clone(),
             _live: Counted::new(&net.counters, |c| &c.peers),
         };
-        // mDNS is off: the gatherer would bind a multicast socket per peer, and browsers'
-        // `.local` candidates are not needed — the server's candidates are real addresses, so
-        // the browser's checks arrive and become peer-reflexive candidates.
         // With the UDP mux the peer's ICE credentials are ours to choose: the mux routes
         // STUN by the ufrag (`super::mux`).
         let random = |n| {
@@ -648,21 +687,10 @@ impl Core {
                 .map_err(|e| RtcError::Library(format!("no randomness for ICE credentials: {e}")))
         };
         let (ufrag, pwd) = (random(8)?, random(16)?);
-        let mut settings = SettingEngineBuilder::new();
-        if net.mux.is_some() {
-            settings = settings.with_ice_credentials(ufrag.clone(), pwd.clone());
-        }
-        let settings = settings
-            .with_multicast_dns_mode(::rtc::ice::mdns::MulticastDnsMode::Disabled)
-            // Connectivity checks every 20 ms instead of 200 ms (same 1.4 s budget): the
-            // default makes every connection take ~200 ms, which is most of the time from PLAY
-            // to first frame.
-            .with_ice_connection_attempts(Some(ICE_CHECK_INTERVAL), Some(ICE_MAX_BINDING_REQUESTS))
-            .with_answering_dtls_role(match role {
-                DtlsAnswerRole::Server => ::rtc::peer_connection::transport::RTCDtlsRole::Server,
-                DtlsAnswerRole::Client => ::rtc::peer_connection::transport::RTCDtlsRole::Client,
-            })
-            .build();
+        let settings = setting_engine(
+            role,
+            net.mux.is_some().then_some((ufrag.as_str(), pwd.as_str())),
+        );
         // STUN/TURN servers are not used with the mux: every peer would reach them from the
         // same address and port, and their answers could not be told apart.
         let ice_servers = match net.mux {
@@ -784,11 +812,23 @@ pub(crate) fn local_track(
     choice: &CodecChoice,
     ssrc: u32,
 ) -> Arc<TrackLocalStaticRTP> {
+    Arc::new(TrackLocalStaticRTP::new(media_track(
+        stream_id, kind, choice, ssrc,
+    )))
+}
+
+/// The track [`local_track`] wraps (what a peer on our own loop adds to its core directly).
+pub(crate) fn media_track(
+    stream_id: &str,
+    kind: MediaKind,
+    choice: &CodecChoice,
+    ssrc: u32,
+) -> MediaStreamTrack {
     let name = match kind {
         MediaKind::Audio => "audio",
         MediaKind::Video => "video",
     };
-    Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+    MediaStreamTrack::new(
         stream_id.to_owned(),
         format!("{stream_id}-{name}"),
         name.to_owned(),
@@ -801,7 +841,7 @@ pub(crate) fn local_track(
             codec: library_codec(choice),
             ..Default::default()
         }],
-    )))
+    )
 }
 
 impl Outgoing {
@@ -831,42 +871,57 @@ impl Outgoing {
             MediaKind::Video => self.video.as_ref(),
         }
         .ok_or(RtcError::NoTrack(kind_name(kind)))?;
-        let negotiated = self
-            .payload_types
-            .iter()
-            .any(|(codec, pt)| *pt == packet.payload_type && codec.kind() == kind);
-        if !negotiated {
-            return Err(RtcError::PayloadTypeNotNegotiated {
-                pt: packet.payload_type,
-                kind: kind_name(kind),
-            });
-        }
-        if packet.ssrc != *ssrc {
-            return Err(RtcError::WrongSsrc {
-                kind: kind_name(kind),
-                got: packet.ssrc,
-                want: *ssrc,
-            });
-        }
-        let packet = ::rtc::rtp::Packet {
-            header: ::rtc::rtp::header::Header {
-                version: 2,
-                marker: packet.marker,
-                payload_type: packet.payload_type,
-                sequence_number: packet.sequence_number,
-                timestamp: packet.timestamp,
-                ssrc: packet.ssrc,
-                ..Default::default()
-            },
-            payload: packet.payload.clone(),
-        };
-        track.write_rtp(packet).await.map_err(|e| {
+        check_send(&self.payload_types, *ssrc, kind, packet)?;
+        track.write_rtp(library_packet(packet)).await.map_err(|e| {
             if core.is_closed() {
                 RtcError::Closed
             } else {
                 lib(e)
             }
         })
+    }
+}
+
+/// What the library would silently drop: a payload type not negotiated for `kind`, or an
+/// SSRC that is not the track's.
+pub(crate) fn check_send(
+    payload_types: &[(Codec, u8)],
+    ssrc: u32,
+    kind: MediaKind,
+    packet: &RtpPacket,
+) -> Result<(), RtcError> {
+    let negotiated = payload_types
+        .iter()
+        .any(|(codec, pt)| *pt == packet.payload_type && codec.kind() == kind);
+    if !negotiated {
+        return Err(RtcError::PayloadTypeNotNegotiated {
+            pt: packet.payload_type,
+            kind: kind_name(kind),
+        });
+    }
+    if packet.ssrc != ssrc {
+        return Err(RtcError::WrongSsrc {
+            kind: kind_name(kind),
+            got: packet.ssrc,
+            want: ssrc,
+        });
+    }
+    Ok(())
+}
+
+/// Our packet as the library's, header as is.
+pub(crate) fn library_packet(packet: &RtpPacket) -> ::rtc::rtp::Packet {
+    ::rtc::rtp::Packet {
+        header: ::rtc::rtp::header::Header {
+            version: 2,
+            marker: packet.marker,
+            payload_type: packet.payload_type,
+            sequence_number: packet.sequence_number,
+            timestamp: packet.timestamp,
+            ssrc: packet.ssrc,
+            ..Default::default()
+        },
+        payload: packet.payload.clone(),
     }
 }
 

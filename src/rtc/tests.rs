@@ -15,8 +15,13 @@ const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const WAIT: Duration = Duration::from_secs(10);
 
 fn rtc() -> Rtc {
+    rtc_with(PeerLoop::Own)
+}
+
+fn rtc_with(peer_loop: PeerLoop) -> Rtc {
     Rtc::new(RtcSettings {
         ice_ips: vec![LOOPBACK],
+        peer_loop,
         ..Default::default()
     })
     .unwrap()
@@ -161,9 +166,19 @@ async fn connect_recorder(rtc: &Rtc, options: RecordOptions, server_video: Codec
     }
 }
 
+/// On both peer loops: ours and the library's driver.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recorder_receives_vp8_and_opus_with_the_offer_payload_types() {
-    let rtc = rtc();
+    recorder_receives_vp8_and_opus_with_the_offer_payload_types_on(PeerLoop::Own).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorder_receives_vp8_and_opus_with_the_offer_payload_types_on_the_library_loop() {
+    recorder_receives_vp8_and_opus_with_the_offer_payload_types_on(PeerLoop::Library).await;
+}
+
+async fn recorder_receives_vp8_and_opus_with_the_offer_payload_types_on(peer_loop: PeerLoop) {
+    let rtc = rtc_with(peer_loop);
     let options = RecordOptions {
         video: Codec::Vp8,
         video_pt: 120,
@@ -284,6 +299,12 @@ async fn recorder_receives_vp8_and_opus_with_the_offer_payload_types() {
         tracks.contains(&(MediaKind::Audio, Codec::Opus, assrc)),
         "{tracks:?}"
     );
+    // Which loop carried it: ours has no per-track forwarding tasks.
+    let forwarding = rtc.stats().live_tasks;
+    match peer_loop {
+        PeerLoop::Own => assert_eq!(forwarding, 0, "our loop forwards RTP itself"),
+        PeerLoop::Library => assert_eq!(forwarding, 2, "one forwarding task per track"),
+    }
 
     // The server's keyframe request reaches the sending client.
     peer.request_keyframe().await;
@@ -376,9 +397,19 @@ async fn h264_offer_is_answered_with_constrained_baseline() {
     client.close().await;
 }
 
+/// On both peer loops: ours and the library's driver.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h264_recording_end_to_end_uses_the_offered_payload_type() {
-    let rtc = rtc();
+    h264_recording_end_to_end_uses_the_offered_payload_type_on(PeerLoop::Own).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h264_recording_end_to_end_uses_the_offered_payload_type_on_the_library_loop() {
+    h264_recording_end_to_end_uses_the_offered_payload_type_on(PeerLoop::Library).await;
+}
+
+async fn h264_recording_end_to_end_uses_the_offered_payload_type_on(peer_loop: PeerLoop) {
+    let rtc = rtc_with(peer_loop);
     let RecorderPair {
         client,
         peer,
@@ -441,9 +472,19 @@ async fn h264_recording_end_to_end_uses_the_offered_payload_type() {
     client.close().await;
 }
 
+/// On both peer loops: ours and the library's driver.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewer_receives_our_packets_and_a_payload_type_switch() {
-    let rtc = rtc();
+    viewer_receives_our_packets_and_a_payload_type_switch_on(PeerLoop::Own).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewer_receives_our_packets_and_a_payload_type_switch_on_the_library_loop() {
+    viewer_receives_our_packets_and_a_payload_type_switch_on(PeerLoop::Library).await;
+}
+
+async fn viewer_receives_our_packets_and_a_payload_type_switch_on(peer_loop: PeerLoop) {
+    let rtc = rtc_with(peer_loop);
     let (client, mut client_events) = Client::view(ViewOptions {
         video: vec![(Codec::Vp8, 98), (Codec::H264, 121)],
         audio_pt: 110,
@@ -716,6 +757,15 @@ fn settings_are_validated() {
 /// empties the mux.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_peers_share_one_udp_port_and_each_gets_only_its_own_packets() {
+    twenty_peers_on(PeerLoop::Own).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_peers_share_one_udp_port_on_the_library_loop() {
+    twenty_peers_on(PeerLoop::Library).await;
+}
+
+async fn twenty_peers_on(peer_loop: PeerLoop) {
     let port = std::net::UdpSocket::bind((LOOPBACK, 0))
         .unwrap()
         .local_addr()
@@ -726,6 +776,7 @@ async fn twenty_peers_share_one_udp_port_and_each_gets_only_its_own_packets() {
         public_ips: vec!["203.0.113.7".parse().unwrap()],
         udp_port: port,
         ice_servers: vec![],
+        peer_loop,
     })
     .unwrap();
     rtc.bind_mux().unwrap();
@@ -801,9 +852,19 @@ async fn twenty_peers_share_one_udp_port_and_each_gets_only_its_own_packets() {
 
 /// Opens, connects (with media flowing, so forwarding tasks run) and closes 50 recorder and
 /// viewer peers; afterwards no connection state, forwarding task or runtime task may remain.
+/// On both peer loops: ours and the library's driver.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_peers_open_and_close_without_leaking() {
-    let rtc = rtc();
+    fifty_peers_open_and_close_without_leaking_on(PeerLoop::Own).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_peers_open_and_close_without_leaking_on_the_library_loop() {
+    fifty_peers_open_and_close_without_leaking_on(PeerLoop::Library).await;
+}
+
+async fn fifty_peers_open_and_close_without_leaking_on(peer_loop: PeerLoop) {
+    let rtc = rtc_with(peer_loop);
     let metrics = tokio::runtime::Handle::current().metrics();
 
     async fn one_round(rtc: &Rtc, i: usize) {
