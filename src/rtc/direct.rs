@@ -123,7 +123,11 @@ impl PeerSocket {
         }
     }
 
-    fn poll_recv(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<(usize, SocketAddr)>> {
+    fn poll_recv(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<(usize, SocketAddr)>> {
         match &self.socket {
             Socket::Mux(socket) => {
                 let mut meta = [RecvMeta::default()];
@@ -341,11 +345,7 @@ impl Inner {
         events: &mut Vec<PeerEvent>,
     ) {
         let pt = packet.header.payload_type;
-        let codec = self
-            .pt_map
-            .iter()
-            .find(|(p, _)| *p == pt)
-            .map(|(_, c)| *c);
+        let codec = self.pt_map.iter().find(|(p, _)| *p == pt).map(|(_, c)| *c);
         let Some(kind) = codec
             .map(|c| c.kind())
             .or_else(|| self.track_kinds.get(track_id).copied())
@@ -530,7 +530,8 @@ fn bind(net: &Net, ufrag: &str, pwd: &str) -> Result<Vec<PeerSocket>, RtcError> 
     });
     let mut sockets = Vec::new();
     for ip in net.peer_ips() {
-        let cannot = |e: io::Error| RtcError::Library(format!("cannot use a UDP socket on {ip}: {e}"));
+        let cannot =
+            |e: io::Error| RtcError::Library(format!("cannot use a UDP socket on {ip}: {e}"));
         let std = std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).map_err(cannot)?;
         let socket = match &mux {
             Some(runtime) => Socket::Mux(runtime.wrap_udp_socket(std).map_err(cannot)?),

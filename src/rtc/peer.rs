@@ -619,7 +619,11 @@ pub(crate) enum DtlsAnswerRole {
 }
 
 /// The RTCP taps ([`RtcpTap`], [`NackTap`]) added to a peer's interceptors.
-pub(crate) fn with_taps(registry: Registry, events: &mpsc::Sender<PeerEvent>, net: &Net) -> Registry {
+pub(crate) fn with_taps(
+    registry: Registry,
+    events: &mpsc::Sender<PeerEvent>,
+    net: &Net,
+) -> Registry {
     registry
         .with(Slot::Custom(RTCP_TAP_SLOT), RtcpTap::new(events.clone()))
         .with(

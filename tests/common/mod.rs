@@ -54,7 +54,11 @@ impl TestServer {
     /// Like `start`, but a server that cannot start (its data directory held, say) is an
     /// error, not a panic.
     #[allow(dead_code)] // not every test binary uses it
-    pub async fn try_start(data_dir: &Path, vcodec: &str, extra: &[&str]) -> Result<TestServer, String> {
+    pub async fn try_start(
+        data_dir: &Path,
+        vcodec: &str,
+        extra: &[&str],
+    ) -> Result<TestServer, String> {
         Self::try_start_with(data_dir, vcodec, extra, |store| store).await
     }
 
