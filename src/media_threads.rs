@@ -235,6 +235,7 @@ mod tests {
         // Keep the first thread busy for longer than a measurement window; the next session
         // goes to the second.
         let (handle, busy) = threads.place().unwrap();
+        let parked = handle.metrics().worker_park_count(0);
         let (done_tx, done) = std::sync::mpsc::channel();
         handle.spawn(async move {
             let until = Instant::now() + MEASURE_EVERY * 3;
@@ -245,7 +246,9 @@ mod tests {
         });
         done.recv().unwrap();
         // The runtime adds a busy stretch to its total when it parks, right after the task.
-        std::thread::sleep(Duration::from_millis(50));
+        while handle.metrics().worker_park_count(0) == parked {
+            std::thread::yield_now();
+        }
         let (_, next) = threads.place().unwrap();
         assert_eq!(threads.sessions(), vec![4, 1]);
         drop((placed, busy, next));

@@ -14,6 +14,21 @@ use super::*;
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const WAIT: Duration = Duration::from_secs(10);
 
+/// A connection test on both peer loops: ours (`own`), and the library's driver (`library`).
+macro_rules! on_both_loops {
+    ($own:ident, $library:ident, $body:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $own() {
+            $body(PeerLoop::Own).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $library() {
+            $body(PeerLoop::Library).await;
+        }
+    };
+}
+
 fn rtc() -> Rtc {
     rtc_with(PeerLoop::Own)
 }
@@ -166,16 +181,11 @@ async fn connect_recorder(rtc: &Rtc, options: RecordOptions, server_video: Codec
     }
 }
 
-/// On both peer loops: ours and the library's driver.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recorder_receives_vp8_and_opus_with_the_offer_payload_types() {
-    recorder_receives_vp8_and_opus_with_the_offer_payload_types_on(PeerLoop::Own).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recorder_receives_vp8_and_opus_with_the_offer_payload_types_on_the_library_loop() {
-    recorder_receives_vp8_and_opus_with_the_offer_payload_types_on(PeerLoop::Library).await;
-}
+on_both_loops!(
+    recorder_receives_vp8_and_opus_with_the_offer_payload_types,
+    recorder_receives_vp8_and_opus_with_the_offer_payload_types_on_the_library_loop,
+    recorder_receives_vp8_and_opus_with_the_offer_payload_types_on
+);
 
 async fn recorder_receives_vp8_and_opus_with_the_offer_payload_types_on(peer_loop: PeerLoop) {
     let rtc = rtc_with(peer_loop);
@@ -397,16 +407,11 @@ async fn h264_offer_is_answered_with_constrained_baseline() {
     client.close().await;
 }
 
-/// On both peer loops: ours and the library's driver.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn h264_recording_end_to_end_uses_the_offered_payload_type() {
-    h264_recording_end_to_end_uses_the_offered_payload_type_on(PeerLoop::Own).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn h264_recording_end_to_end_uses_the_offered_payload_type_on_the_library_loop() {
-    h264_recording_end_to_end_uses_the_offered_payload_type_on(PeerLoop::Library).await;
-}
+on_both_loops!(
+    h264_recording_end_to_end_uses_the_offered_payload_type,
+    h264_recording_end_to_end_uses_the_offered_payload_type_on_the_library_loop,
+    h264_recording_end_to_end_uses_the_offered_payload_type_on
+);
 
 async fn h264_recording_end_to_end_uses_the_offered_payload_type_on(peer_loop: PeerLoop) {
     let rtc = rtc_with(peer_loop);
@@ -472,16 +477,11 @@ async fn h264_recording_end_to_end_uses_the_offered_payload_type_on(peer_loop: P
     client.close().await;
 }
 
-/// On both peer loops: ours and the library's driver.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn viewer_receives_our_packets_and_a_payload_type_switch() {
-    viewer_receives_our_packets_and_a_payload_type_switch_on(PeerLoop::Own).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn viewer_receives_our_packets_and_a_payload_type_switch_on_the_library_loop() {
-    viewer_receives_our_packets_and_a_payload_type_switch_on(PeerLoop::Library).await;
-}
+on_both_loops!(
+    viewer_receives_our_packets_and_a_payload_type_switch,
+    viewer_receives_our_packets_and_a_payload_type_switch_on_the_library_loop,
+    viewer_receives_our_packets_and_a_payload_type_switch_on
+);
 
 async fn viewer_receives_our_packets_and_a_payload_type_switch_on(peer_loop: PeerLoop) {
     let rtc = rtc_with(peer_loop);
@@ -755,15 +755,11 @@ fn settings_are_validated() {
 /// `--udp-port N`: twenty peers' media on one port (every host candidate names it, the
 /// public-IP twins too), each peer gets exactly its own client's packets, and closing them
 /// empties the mux.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn twenty_peers_share_one_udp_port_and_each_gets_only_its_own_packets() {
-    twenty_peers_on(PeerLoop::Own).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn twenty_peers_share_one_udp_port_on_the_library_loop() {
-    twenty_peers_on(PeerLoop::Library).await;
-}
+on_both_loops!(
+    twenty_peers_share_one_udp_port_and_each_gets_only_its_own_packets,
+    twenty_peers_share_one_udp_port_on_the_library_loop,
+    twenty_peers_on
+);
 
 async fn twenty_peers_on(peer_loop: PeerLoop) {
     let port = std::net::UdpSocket::bind((LOOPBACK, 0))
@@ -852,16 +848,11 @@ async fn twenty_peers_on(peer_loop: PeerLoop) {
 
 /// Opens, connects (with media flowing, so forwarding tasks run) and closes 50 recorder and
 /// viewer peers; afterwards no connection state, forwarding task or runtime task may remain.
-/// On both peer loops: ours and the library's driver.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fifty_peers_open_and_close_without_leaking() {
-    fifty_peers_open_and_close_without_leaking_on(PeerLoop::Own).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fifty_peers_open_and_close_without_leaking_on_the_library_loop() {
-    fifty_peers_open_and_close_without_leaking_on(PeerLoop::Library).await;
-}
+on_both_loops!(
+    fifty_peers_open_and_close_without_leaking,
+    fifty_peers_open_and_close_without_leaking_on_the_library_loop,
+    fifty_peers_open_and_close_without_leaking_on
+);
 
 async fn fifty_peers_open_and_close_without_leaking_on(peer_loop: PeerLoop) {
     let rtc = rtc_with(peer_loop);
